@@ -1,0 +1,82 @@
+"""The graph's one state definition, and the records that travel in it.
+
+Everything here is plain JSON-able data (TypedDicts), so SQLite and Postgres checkpoints,
+`get_state_history`, the LangGraph server and `toolrail --json` all see the same thing.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+
+class RawCall(TypedDict):
+    """A tool call exactly as the model sent it (arguments as the raw JSON text)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class ValidatedCall(TypedDict):
+    """A call that passed validation; `args` is the validated model dumped to JSON types."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+    target: Literal["tools", "sandbox"]
+
+
+class CallVerdict(TypedDict):
+    """What validation said of one call of one planner turn."""
+
+    id: str
+    name: str
+    turn: int
+    valid: bool
+    error: str | None
+
+
+class CallResult(TypedDict):
+    """One executed call: its outcome and timing (seconds, wall clock of this process)."""
+
+    id: str
+    name: str
+    status: Literal["ok", "error", "timeout", "cancelled"]
+    content: str
+    started_at: float
+    duration_s: float
+    speculative: bool
+
+
+class RunFailure(TypedDict):
+    """Why a run stopped without an answer; a structured end, never an exception."""
+
+    reason: Literal["retry_budget_exhausted", "model_error"]
+    message: str
+    attempts: int
+    errors: list[CallVerdict]
+
+
+class AgentState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    # planner -> validate: the latest turn's calls, raw.
+    turn_calls: list[RawCall]
+    # validate -> tools/sandbox: the latest turn's calls once all of them are valid.
+    validated_calls: list[ValidatedCall]
+    # Every verdict of the run, in order (the trace of retries).
+    verdicts: Annotated[list[CallVerdict], operator.add]
+    # Consecutive invalid turns; reset when a turn validates.
+    attempts: int
+    # Every executed call of the run, with timing.
+    results: Annotated[list[CallResult], operator.add]
+    failure: RunFailure | None
+
+
+class CallTask(TypedDict):
+    """What `Send` hands one tools/sandbox task: a single validated call."""
+
+    call: ValidatedCall

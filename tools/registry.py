@@ -1,0 +1,277 @@
+"""Tools as typed Python functions: one strict schema for the model, one validator for the call.
+
+The provider's strict mode is a help, not a guarantee (OpenAI does not promise constrained
+decoding for parallel calls, and many OpenAI-compatible servers ignore `strict`). Every call is
+therefore parsed and validated here, against the same Pydantic model the schema came from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from toolrail.tools.strict_schema import StrictSchemaError, to_strict_schema
+
+Target = Literal["tools", "sandbox"]
+
+
+@dataclass
+class FieldError:
+    """One reason a call was refused, phrased so the model can fix it."""
+
+    path: str
+    message: str
+    got: Any = None
+    kind: str = "invalid"
+
+    def render(self) -> str:
+        got = "" if self.kind in ("missing", "json", "unknown_tool") else f" (got {_short(self.got)})"
+        return f"- {self.path}: {self.message}{got}"
+
+
+class InvalidToolCall(Exception):
+    """A call that must not run; `feedback()` is what goes back to the model."""
+
+    def __init__(self, tool: str, errors: list[FieldError]):
+        self.tool, self.errors = tool, errors
+        super().__init__(self.feedback())
+
+    def feedback(self) -> str:
+        lines = "\n".join(e.render() for e in self.errors)
+        return f"Invalid call to {self.tool!r}; it was not run. Fix these and call again:\n{lines}"
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A registered tool: its strict wire schema, its validator and its implementation."""
+
+    name: str
+    description: str
+    args_model: type[BaseModel]
+    runnable: BaseTool
+    parameters: dict[str, Any]
+    timeout: float | None = None
+    speculative: bool = True
+    side_effects: bool = False
+    target: Target = "tools"
+    strict: bool = True
+    wire_name: str | None = None  # provider-legal alias when `name` is not
+
+    def openai_schema(self) -> dict[str, Any]:
+        function = {
+            "name": self.wire_name or self.name,
+            "description": self.description,
+            "parameters": self.parameters,
+        }
+        if self.strict:
+            function["strict"] = True
+        return {"type": "function", "function": function}
+
+    def validate(self, arguments: str | dict[str, Any]) -> BaseModel:
+        """Parse and validate raw arguments; raise InvalidToolCall with every problem found."""
+        data = _parse_arguments(self.name, arguments)
+        data = _drop_default_nulls(data, self.args_model.model_json_schema())
+        try:
+            return self.args_model.model_validate_json(json.dumps(data), strict=True, extra="forbid")
+        except ValidationError as exc:
+            raise InvalidToolCall(self.name, _field_errors(exc, self.args_model)) from None
+
+    async def run(self, args: BaseModel) -> Any:
+        """Run the implementation (sync tools go to a worker thread via langchain-core)."""
+        fields = {name: getattr(args, name) for name in type(args).model_fields}
+        return await self.runnable.ainvoke(fields)
+
+
+@dataclass
+class ToolRegistry:
+    """The tools a graph offers, by name."""
+
+    tools: dict[str, Tool] = field(default_factory=dict)
+
+    def add(self, tool: Tool) -> Tool:
+        if tool.name in self.tools:
+            raise ValueError(f"a tool named {tool.name!r} is already registered")
+        self.tools[tool.name] = tool
+        return tool
+
+    def register(self, func: Callable | None = None, **options: Any) -> Any:
+        """Decorator: `@registry.register` or `@registry.register(timeout=5)`."""
+
+        def wrap(fn: Callable) -> Callable:
+            self.add(tool_from_function(fn, **options))
+            return fn
+
+        return wrap(func) if func is not None else wrap
+
+    def get(self, name: str) -> Tool | None:
+        return self.tools.get(name) or next(
+            (t for t in self.tools.values() if t.wire_name == name), None
+        )
+
+    def names(self) -> list[str]:
+        return list(self.tools)
+
+    def openai_schemas(self) -> list[dict[str, Any]]:
+        return [t.openai_schema() for t in self.tools.values()]
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self.tools.values())
+
+    def __len__(self) -> int:
+        return len(self.tools)
+
+
+def tool_from_function(
+    func: Callable,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    args_model: type[BaseModel] | None = None,
+    timeout: float | None = None,
+    speculative: bool = True,
+    side_effects: bool = False,
+    target: Target = "tools",
+) -> Tool:
+    """Build a Tool from a typed function (hints + Google-style docstring) or an explicit model."""
+    is_async = _is_coroutine(func)
+    runnable = StructuredTool.from_function(
+        func=None if is_async else func,
+        coroutine=func if is_async else None,
+        name=name or func.__name__,
+        description=description,
+        args_schema=args_model,
+        parse_docstring=args_model is None,
+        error_on_invalid_docstring=False,
+    )
+    model = args_model or _forbid_extra(runnable.args_schema, runnable.name)
+    return make_tool(
+        name=runnable.name,
+        description=runnable.description,
+        args_model=model,
+        runnable=runnable,
+        timeout=timeout,
+        speculative=speculative,
+        side_effects=side_effects,
+        target=target,
+    )
+
+
+def make_tool(*, name: str, args_model: type[BaseModel], strict: bool = True, **rest: Any) -> Tool:
+    """The one place a Tool is born, so every tool gets its schema checked at registration."""
+    schema = args_model.model_json_schema()
+    try:
+        parameters = to_strict_schema(schema, name)
+    except StrictSchemaError:
+        if strict:
+            raise
+        parameters = schema
+    return Tool(name=name, args_model=args_model, parameters=parameters, strict=strict, **rest)
+
+
+def all_tools(*registries: Iterable[Tool]) -> ToolRegistry:
+    merged = ToolRegistry()
+    for registry in registries:
+        for tool in registry:
+            merged.add(tool)
+    return merged
+
+
+# --- parsing and error shaping -------------------------------------------------------------
+
+
+def _parse_arguments(tool: str, arguments: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(arguments, dict):
+        return arguments
+    text = arguments.strip() if isinstance(arguments, str) else arguments
+    if text == "":
+        return {}
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise InvalidToolCall(
+            tool,
+            [FieldError("arguments", f"not valid JSON: {exc} in {_short(arguments, 200)}", kind="json")],
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidToolCall(
+            tool, [FieldError("arguments", "must be a JSON object", got=data, kind="json_type")]
+        )
+    return data
+
+
+def _field_errors(exc: ValidationError, model: type[BaseModel]) -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        path = _loc_path(err["loc"])
+        if err["type"] == "missing":
+            errors.append(FieldError(path, "required argument is missing", kind="missing"))
+        elif err["type"] == "extra_forbidden":
+            allowed = ", ".join(model.model_fields) if len(err["loc"]) == 1 else None
+            hint = f"; this tool takes: {allowed}" if allowed else ""
+            errors.append(FieldError(path, f"unknown argument{hint}", got=err["input"], kind="extra"))
+        else:
+            errors.append(FieldError(path, err["msg"], got=err["input"], kind=err["type"]))
+    return errors
+
+
+def _loc_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "arguments"
+
+
+def _drop_default_nulls(data: Any, schema: dict[str, Any], node: dict | None = None) -> Any:
+    """Strict mode sends every key, with null for 'not given': let defaults apply instead."""
+    node = schema if node is None else node
+    if "$ref" in node:
+        node = schema.get("$defs", {}).get(node["$ref"].rsplit("/", 1)[-1], {})
+    if isinstance(data, dict) and "properties" in node:
+        required = set(node.get("required", []))
+        out = {}
+        for key, value in data.items():
+            sub = node["properties"].get(key)
+            if sub is None:
+                out[key] = value  # unknown: left for the validator to refuse
+            elif value is None and key not in required and not _schema_accepts_null(sub, schema):
+                continue
+            else:
+                out[key] = _drop_default_nulls(value, schema, sub)
+        return out
+    if isinstance(data, list) and isinstance(node.get("items"), dict):
+        return [_drop_default_nulls(v, schema, node["items"]) for v in data]
+    if data is not None and "anyOf" in node:
+        concrete = [b for b in node["anyOf"] if b.get("type") != "null"]
+        if len(concrete) == 1:
+            return _drop_default_nulls(data, schema, concrete[0])
+    return data
+
+
+def _schema_accepts_null(node: dict, schema: dict) -> bool:
+    if "$ref" in node:
+        return False
+    if node.get("type") == "null":
+        return True
+    return any(_schema_accepts_null(b, schema) for b in node.get("anyOf", []))
+
+
+def _forbid_extra(model: type[BaseModel], name: str) -> type[BaseModel]:
+    config = ConfigDict(**{**model.model_config, "extra": "forbid"})
+    return type(model.__name__, (model,), {"model_config": config, "__module__": model.__module__})
+
+
+def _is_coroutine(func: Callable) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(func)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = json.dumps(text) if isinstance(value, str) else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
