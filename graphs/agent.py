@@ -1,0 +1,58 @@
+"""The toolrail agent graph.
+
+    START -> planner -> validate -> (Send one task per call) tools -> planner -> ... -> END
+                ^           |
+                +-- invalid: errors go back to the model, within the retry budget
+
+`graph` (bottom) is what langgraph.json serves; apps call `build_graph` with their own
+model, tools and checkpointer.
+"""
+
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+
+from toolrail.models import default_model
+from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
+from toolrail.nodes.tools import DEFAULT_TOOL_TIMEOUT_S, make_tool_runner
+from toolrail.nodes.validate import make_validate, route_after_validate
+from toolrail.state import AgentState
+from toolrail.tools.demo import demo_tools
+from toolrail.tools.registry import ToolRegistry
+
+
+def route_after_planner(state: AgentState) -> str:
+    if state.get("failure") or not state.get("turn_calls"):
+        return END
+    return "validate"
+
+
+def build_graph(
+    model: BaseChatModel | None = None,
+    tools: ToolRegistry | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
+    *,
+    max_retries: int = 2,
+    tool_timeout: float = DEFAULT_TOOL_TIMEOUT_S,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+):
+    tools = demo_tools if tools is None else tools
+    model = default_model() if model is None else model
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+
+    builder = StateGraph(AgentState)
+    builder.add_node("planner", make_planner(model, tools, system_prompt))
+    builder.add_node("validate", make_validate(tools, max_retries))
+    builder.add_node("tools", make_tool_runner(tools, tool_timeout))
+
+    builder.add_edge(START, "planner")
+    builder.add_conditional_edges("planner", route_after_planner, ["validate", END])
+    builder.add_conditional_edges("validate", route_after_validate, ["planner", "tools", END])
+    builder.add_edge("tools", "planner")
+    return builder.compile(checkpointer=checkpointer, name="toolrail")
+
+
+graph = build_graph()

@@ -1,0 +1,88 @@
+"""validate: every call of the turn must parse and validate before any of them runs.
+
+Reads `turn_calls`, `attempts`; writes `validated_calls` (all-or-nothing), `verdicts`,
+`attempts`, and on an invalid turn one ToolMessage per call with the exact error, or a
+structured `failure` once the retry budget is spent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import ToolMessage
+from langgraph.graph import END
+from langgraph.types import Send
+
+from toolrail.state import AgentState, CallVerdict, RawCall, RunFailure, ValidatedCall
+from toolrail.tools.registry import FieldError, InvalidToolCall, ToolRegistry
+
+NOT_RUN = (
+    "Not run: another call in this turn was invalid, and no call of a turn runs until all of "
+    "them are valid. Send this call again together with the corrected ones."
+)
+
+
+def make_validate(tools: ToolRegistry, max_retries: int = 2):
+    async def validate(state: AgentState) -> dict[str, Any]:
+        turn = sum(1 for m in state["messages"] if m.type == "ai")
+        checked = [_check(tools, call) for call in state.get("turn_calls", [])]
+        verdicts = [_verdict(call, turn, error) for call, (_, error) in zip(state["turn_calls"], checked)]
+        if all(error is None for _, error in checked):
+            return {"validated_calls": [v for v, _ in checked], "verdicts": verdicts, "attempts": 0}
+        attempts = state.get("attempts", 0) + 1
+        update: dict[str, Any] = {
+            "validated_calls": [],
+            "verdicts": verdicts,
+            "attempts": attempts,
+            "messages": [_feedback(call, error) for call, (_, error) in zip(state["turn_calls"], checked)],
+        }
+        if attempts > max_retries:
+            update["failure"] = _exhausted(attempts, verdicts)
+        return update
+
+    return validate
+
+
+def route_after_validate(state: AgentState) -> list[Send] | str:
+    """Valid turn: fan out one task per call. Invalid: back to the planner, or stop."""
+    if state.get("failure"):
+        return END
+    calls = state.get("validated_calls") or []
+    if not calls:
+        return "planner"
+    return [Send(call["target"], {"call": call}) for call in calls]
+
+
+def _check(tools: ToolRegistry, call: RawCall) -> tuple[ValidatedCall | None, InvalidToolCall | None]:
+    tool = tools.get(call["name"])
+    if tool is None:
+        known = ", ".join(t.wire_name or t.name for t in tools)
+        error = FieldError("name", f"unknown tool {call['name']!r}; available tools: {known}", kind="unknown_tool")
+        return None, InvalidToolCall(call["name"], [error])
+    try:
+        args = tool.validate(call["arguments"])
+    except InvalidToolCall as exc:
+        return None, exc
+    validated = ValidatedCall(id=call["id"], name=tool.name, args=args.model_dump(mode="json"), target=tool.target)
+    return validated, None
+
+
+def _verdict(call: RawCall, turn: int, error: InvalidToolCall | None) -> CallVerdict:
+    return CallVerdict(
+        id=call["id"], name=call["name"], turn=turn, valid=error is None,
+        error=None if error is None else error.feedback(),
+    )
+
+
+def _feedback(call: RawCall, error: InvalidToolCall | None) -> ToolMessage:
+    text = NOT_RUN if error is None else error.feedback()
+    return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"] or "unknown", status="error")
+
+
+def _exhausted(attempts: int, verdicts: list[CallVerdict]) -> RunFailure:
+    return RunFailure(
+        reason="retry_budget_exhausted",
+        message=f"the model sent invalid tool calls {attempts} turns in a row; giving up",
+        attempts=attempts,
+        errors=[v for v in verdicts if not v["valid"]],
+    )

@@ -1,0 +1,80 @@
+"""Tool calls as the model really sent them.
+
+langchain-core parses streamed arguments with a *partial* JSON parser that quietly closes
+truncated JSON (`{"city": "NY` becomes `{"city": "NY"}`). A validator must see the raw text,
+so toolrail assembles each call's raw argument string from the stream itself and only then
+builds the message it keeps in history.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+
+from toolrail.state import RawCall
+
+
+def raw_calls(message: BaseMessage) -> list[RawCall]:
+    """Every tool call of an assistant message, arguments as raw text, in order."""
+    if isinstance(message, AIMessageChunk) and message.tool_call_chunks:
+        return _from_chunks(message.tool_call_chunks)
+    openai_calls = message.additional_kwargs.get("tool_calls") if isinstance(message, AIMessage) else None
+    if openai_calls:
+        return [
+            _raw(c.get("id"), c.get("function", {}).get("name"), c.get("function", {}).get("arguments"), i)
+            for i, c in enumerate(openai_calls)
+        ]
+    if not isinstance(message, AIMessage):
+        return []
+    parsed = [_raw(c.get("id"), c["name"], json.dumps(c["args"]), i) for i, c in enumerate(message.tool_calls)]
+    broken = [
+        _raw(c.get("id"), c.get("name"), c.get("args"), len(parsed) + i)
+        for i, c in enumerate(message.invalid_tool_calls)
+    ]
+    return parsed + broken
+
+
+def _from_chunks(chunks: list[dict[str, Any]]) -> list[RawCall]:
+    by_index: dict[Any, dict[str, str]] = {}
+    for position, chunk in enumerate(chunks):
+        key = chunk.get("index", position)
+        entry = by_index.setdefault(key, {"id": "", "name": "", "arguments": ""})
+        entry["id"] = entry["id"] or (chunk.get("id") or "")
+        entry["name"] += chunk.get("name") or ""
+        entry["arguments"] += chunk.get("args") or ""
+    return [_raw(e["id"], e["name"], e["arguments"], i) for i, e in enumerate(by_index.values())]
+
+
+def _raw(call_id: str | None, name: str | None, arguments: Any, position: int) -> RawCall:
+    if arguments is not None and not isinstance(arguments, str):
+        arguments = json.dumps(arguments)
+    return RawCall(id=call_id or f"call_{position}", name=name or "", arguments=arguments or "")
+
+
+def history_message(message: BaseMessage, calls: list[RawCall]) -> AIMessage:
+    """The assistant message kept in state: valid JSON as `tool_calls`, the rest as invalid.
+
+    Broken arguments stay broken in history (as `invalid_tool_calls`), so the model is shown
+    exactly what it sent next to the error it caused.
+    """
+    tool_calls, invalid = [], []
+    for call in calls:
+        try:
+            args = json.loads(call["arguments"] or "{}")
+            if not isinstance(args, dict):
+                raise ValueError("arguments are not a JSON object")
+            tool_calls.append({"id": call["id"], "name": call["name"], "args": args, "type": "tool_call"})
+        except ValueError as exc:
+            invalid.append(
+                {"id": call["id"], "name": call["name"], "args": call["arguments"], "error": str(exc), "type": "invalid_tool_call"}
+            )
+    return AIMessage(
+        content=message.content,
+        id=message.id,
+        tool_calls=tool_calls,
+        invalid_tool_calls=invalid,
+        response_metadata=getattr(message, "response_metadata", {}) or {},
+        usage_metadata=getattr(message, "usage_metadata", None),
+    )

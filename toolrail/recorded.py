@@ -1,0 +1,140 @@
+"""The recorded model: replays a scripted transcript shipped with toolrail.
+
+It lets a newcomer watch the whole graph work with no key and no network. It is *not* an AI
+model: it replays the planner's replies for one known prompt, streamed in chunks the way an
+OpenAI-compatible server streams them, and refuses any other prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import BaseModel, Field
+
+from toolrail.errors import ModelUnavailable
+
+RECORDED_LABEL = "recorded model (scripted transcript, no AI is called)"
+
+
+class RecordedCall(BaseModel):
+    id: str
+    name: str
+    arguments: str  # raw JSON text, possibly broken on purpose
+
+
+class RecordedTurn(BaseModel):
+    content: str = ""
+    tool_calls: list[RecordedCall] = Field(default_factory=list)
+
+
+class Transcript(BaseModel):
+    name: str
+    description: str
+    prompt: str
+    turns: list[RecordedTurn]
+
+
+def load_transcript(name_or_path: str) -> Transcript:
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.exists():
+        text = path.read_text()
+    else:
+        text = resources.files("toolrail").joinpath("recorded", f"{name_or_path}.json").read_text()
+    return Transcript.model_validate_json(text)
+
+
+def available_transcripts() -> list[Transcript]:
+    folder = resources.files("toolrail").joinpath("recorded")
+    return [Transcript.model_validate_json(f.read_text()) for f in folder.iterdir() if f.name.endswith(".json")]
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+class RecordedChatModel(BaseChatModel):
+    """Replays `transcript`; the turn is chosen by how many assistant turns the history holds."""
+
+    transcript: Transcript
+    chunk_delay_s: float = 0.002
+
+    @property
+    def _llm_type(self) -> str:
+        return "toolrail-recorded"
+
+    @classmethod
+    def for_prompt(cls, prompt: str) -> "RecordedChatModel":
+        for transcript in available_transcripts():
+            if _normalise(transcript.prompt) == _normalise(prompt):
+                return cls(transcript=transcript)
+        known = "; ".join(repr(t.prompt) for t in available_transcripts())
+        raise ModelUnavailable(
+            "no API key set, and the recorded model only replays these prompts: "
+            f"{known}. Set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server) for a live model."
+        )
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self.bind(tools=tools, **kwargs)
+
+    def _turn(self, messages: list[BaseMessage]) -> RecordedTurn:
+        human = next((m for m in messages if m.type == "human"), None)
+        if human is None or _normalise(str(human.content)) != _normalise(self.transcript.prompt):
+            raise ModelUnavailable(
+                f"the recorded model only replays the prompt {self.transcript.prompt!r}; "
+                "set OPENAI_API_KEY for a live model"
+            )
+        index = sum(1 for m in messages if m.type == "ai")
+        if index >= len(self.transcript.turns):
+            raise ModelUnavailable(
+                f"the recording {self.transcript.name!r} has no reply for turn {index + 1}; "
+                "set OPENAI_API_KEY for a live model"
+            )
+        return self.transcript.turns[index]
+
+    def _chunks(self, turn: RecordedTurn) -> Iterator[AIMessageChunk]:
+        for word in turn.content.split(" ") if turn.content else []:
+            yield AIMessageChunk(content=word + " ")
+        for index, call in enumerate(turn.tool_calls):
+            pieces = [call.arguments[i : i + 12] for i in range(0, len(call.arguments), 12)] or [""]
+            for n, piece in enumerate(pieces):
+                head = {"id": call.id, "name": call.name} if n == 0 else {"id": None, "name": None}
+                yield AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[{"index": index, "args": piece, "type": "tool_call_chunk", **head}],
+                )
+        yield AIMessageChunk(content="", response_metadata={"model_name": f"recorded:{self.transcript.name}", "finish_reason": "tool_calls" if turn.tool_calls else "stop"})
+
+    def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        for chunk in self._chunks(self._turn(messages)):
+            time.sleep(self.chunk_delay_s)
+            if run_manager and chunk.content:
+                run_manager.on_llm_new_token(str(chunk.content), chunk=ChatGenerationChunk(message=chunk))
+            yield ChatGenerationChunk(message=chunk)
+
+    async def _astream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        for chunk in self._chunks(self._turn(messages)):
+            await asyncio.sleep(self.chunk_delay_s)
+            generation = ChatGenerationChunk(message=chunk)
+            if run_manager:
+                await run_manager.on_llm_new_token(str(chunk.content), chunk=generation)
+            yield generation
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        merged = None
+        for chunk in self._chunks(self._turn(messages)):
+            merged = chunk if merged is None else merged + chunk
+        return ChatResult(generations=[ChatGeneration(message=merged)])
+
+
+def transcript_summary(transcript: Transcript) -> str:
+    calls = sum(len(t.tool_calls) for t in transcript.turns)
+    return json.dumps({"name": transcript.name, "turns": len(transcript.turns), "calls": calls})
