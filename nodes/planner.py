@@ -55,7 +55,24 @@ async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableC
 def _model_failure(exc: Exception, state: AgentState) -> RunFailure:
     return RunFailure(
         reason="model_error",
-        message=f"{type(exc).__name__}: {exc}",
+        message=_explain(exc),
         attempts=state.get("attempts", 0),
         errors=[],
     )
+
+
+def _explain(exc: Exception) -> str:
+    """Say what to do, not just what broke."""
+    if isinstance(exc, openai.APIConnectionError):
+        url = getattr(getattr(exc, "request", None), "url", "the endpoint")
+        return (
+            f"cannot reach the model at {url} ({exc}). Is the server running? Check OPENAI_BASE_URL, "
+            "or unset OPENAI_API_KEY and OPENAI_BASE_URL to use the recorded model."
+        )
+    if isinstance(exc, openai.AuthenticationError):
+        return "the model endpoint refused the API key (401): check OPENAI_API_KEY."
+    if isinstance(exc, openai.NotFoundError):
+        return f"the endpoint does not know that model or route (404): check --model / TOOLRAIL_MODEL. {exc}"
+    if isinstance(exc, openai.APIStatusError):
+        return f"the model endpoint answered HTTP {exc.status_code}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"

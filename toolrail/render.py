@@ -1,0 +1,123 @@
+"""Rich rendering of a run as it streams: turns, verdicts, parallel calls, the answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.text import Text
+
+
+class RunRenderer:
+    """Turns LangGraph `updates` / `custom` stream events into lines on the console."""
+
+    def __init__(self, console: Console, *, model_label: str, thread_id: str, quiet: bool = False):
+        self.console, self.model_label, self.thread_id, self.quiet = console, model_label, thread_id, quiet
+        self.turn = 0
+        self.batch: list[dict[str, Any]] = []
+
+    def print(self, *things: Any) -> None:
+        if not self.quiet:
+            self.console.print(*things, highlight=False)
+
+    def start(self, prompt: str) -> None:
+        self.print(Panel(Text(prompt), title="toolrail", subtitle=f"model: {self.model_label} · thread: {self.thread_id}", border_style="cyan"))
+
+    def event(self, mode: str, chunk: Any) -> None:
+        if mode == "custom":
+            return self._custom(chunk)
+        for node, update in (chunk or {}).items():
+            handler = getattr(self, f"_on_{node}", None)
+            if handler and isinstance(update, dict):
+                handler(update)
+
+    def _on_planner(self, update: dict) -> None:
+        self._close_batch()
+        if update.get("failure"):
+            return self._failure(update["failure"])
+        self.turn += 1
+        calls = update.get("turn_calls") or []
+        if not calls:
+            return
+        self.print(Text(f"\nplanner · turn {self.turn} · {len(calls)} tool call(s)", style="bold"))
+        for call in calls:
+            self.print(Text(f"  → {call['name']}({call['arguments']})", style="white"))
+
+    def _on_validate(self, update: dict) -> None:
+        for verdict in update.get("verdicts", []):
+            if verdict["valid"]:
+                self.print(Text(f"  ✓ {verdict['name']} valid", style="green"))
+            else:
+                self.print(Text(f"  ✗ {verdict['name']} rejected", style="bold red"))
+                for line in (verdict["error"] or "").splitlines()[1:]:
+                    self.print(Text(f"      {line}", style="red"))
+        if update.get("messages") and not update.get("failure"):
+            self.print(Text(f"  ↺ turn rejected: errors sent back to the model (retry {update['attempts']})", style="yellow"))
+        if update.get("failure"):
+            self._failure(update["failure"])
+
+    def _on_tools(self, update: dict) -> None:
+        for result in update.get("results", []):
+            self.batch.append(result)
+            style = "green" if result["status"] == "ok" else "red"
+            preview = result["content"] if len(result["content"]) < 100 else result["content"][:97] + "..."
+            flag = " (speculative)" if result.get("speculative") else ""
+            self.print(Text(f"  ⚙ {result['name']} {result['status']} in {result['duration_s'] * 1000:.1f} ms{flag}: {preview}", style=style))
+
+    _on_sandbox = _on_tools
+
+    def _close_batch(self) -> None:
+        if len(self.batch) > 1:
+            start = min(r["started_at"] for r in self.batch)
+            wall = max(r["started_at"] + r["duration_s"] for r in self.batch) - start
+            total = sum(r["duration_s"] for r in self.batch)
+            self.print(Text(f"  ∥ {len(self.batch)} calls ran concurrently: wall {wall * 1000:.1f} ms, sum of calls {total * 1000:.1f} ms", style="cyan"))
+        self.batch = []
+
+    def _custom(self, chunk: Any) -> None:
+        if isinstance(chunk, dict) and chunk.get("type") == "sandbox_output":
+            style = "dim" if chunk.get("stream") == "stdout" else "dim red"
+            for line in str(chunk.get("text", "")).splitlines() or [""]:
+                self.print(Text(f"    │ {line}", style=style))
+
+    def _failure(self, failure: dict) -> None:
+        body = failure["message"]
+        for error in failure.get("errors", []):
+            body += f"\n\n{error['error']}"
+        self.print(Panel(Text(body), title=f"run stopped: {failure['reason']}", border_style="red"))
+
+    def finish(self, state: dict, db_path: Path) -> None:
+        self._close_batch()
+        answer = final_answer(state)
+        if answer and not state.get("failure"):
+            self.print(Panel(Markdown(answer), title="answer", border_style="green"))
+        self.print(Text(f"thread {self.thread_id} · checkpoints in {db_path} · continue with: toolrail run --thread {self.thread_id} \"...\"", style="dim"))
+
+
+def final_answer(state: dict) -> str | None:
+    messages = state.get("messages") or []
+    last = messages[-1] if messages else None
+    if last is not None and last.type == "ai" and not getattr(last, "tool_calls", None):
+        return str(last.content)
+    return None
+
+
+def message_as_json(message: BaseMessage) -> dict[str, Any]:
+    data: dict[str, Any] = {"type": message.type, "content": message.content}
+    for key in ("tool_calls", "invalid_tool_calls", "tool_call_id", "name", "status"):
+        value = getattr(message, key, None)
+        if value:
+            data[key] = value
+    return data
+
+
+def state_as_json(state: dict, thread_id: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"thread_id": thread_id, "answer": final_answer(state)}
+    for key, value in state.items():
+        out[key] = [message_as_json(m) for m in value] if key == "messages" else value
+    return json.loads(json.dumps(out, default=str))

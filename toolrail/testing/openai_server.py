@@ -1,0 +1,192 @@
+"""A real HTTP server speaking OpenAI chat-completions, replaying scripted replies.
+
+Tests and benchmarks point the real `ChatOpenAI` client at it (127.0.0.1, a free port), so
+what they prove holds over the actual wire: request bodies, SSE streaming, parallel
+`tool_calls`, argument fragments arriving over time, and HTTP errors.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class ScriptedCall:
+    name: str
+    arguments: str  # raw text, sent as-is: broken JSON stays broken
+    id: str | None = None
+    gap_before_s: float = 0.0  # streaming: pause before this call's first fragment
+
+
+@dataclass
+class ScriptedReply:
+    content: str = ""
+    tool_calls: list[ScriptedCall] = field(default_factory=list)
+    fragment_size: int = 16
+    fragment_delay_s: float = 0.0  # streaming: pause between argument fragments
+    delay_s: float = 0.0  # before any byte of the response
+    tail_delay_s: float = 0.0  # streaming: pause after the last call, before the stream ends
+    http_status: int = 200
+    fail_mid_stream: bool = False  # streaming: drop the connection after the calls
+
+
+def call(name: str, arguments: dict | str, **kw: Any) -> ScriptedCall:
+    return ScriptedCall(name=name, arguments=arguments if isinstance(arguments, str) else json.dumps(arguments), **kw)
+
+
+def answer(text: str) -> ScriptedReply:
+    return ScriptedReply(content=text)
+
+
+def calls(*scripted: ScriptedCall, **kw: Any) -> ScriptedReply:
+    return ScriptedReply(tool_calls=list(scripted), **kw)
+
+
+class OpenAICompatibleServer:
+    """`with OpenAICompatibleServer([reply, ...]) as server:` then use `server.base_url`."""
+
+    def __init__(self, replies: list[ScriptedReply] | Callable[[dict], ScriptedReply] | None = None):
+        self._script = replies if callable(replies) else list(replies or [])
+        self._lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
+        self.stream_ended_at: list[float] = []
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def script(self, *replies: ScriptedReply) -> None:
+        with self._lock:
+            self._script.extend(replies)
+
+    def __enter__(self) -> "OpenAICompatibleServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _next_reply(self, body: dict) -> ScriptedReply | None:
+        with self._lock:
+            self.requests.append(body)
+            if callable(self._script):
+                return self._script(body)
+            return self._script.pop(0) if self._script else None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:
+                self._json(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except json.JSONDecodeError:
+                    return self._json(400, {"error": {"message": "request body is not JSON"}})
+                if not self.path.endswith("/chat/completions"):
+                    return self._json(404, {"error": {"message": f"no route {self.path}"}})
+                reply = server._next_reply(body)
+                if reply is None:
+                    return self._json(500, {"error": {"message": "the script has no more replies", "type": "script_exhausted"}})
+                time.sleep(reply.delay_s)
+                if reply.http_status != 200:
+                    return self._json(reply.http_status, {"error": {"message": "scripted error", "type": "server_error"}})
+                if body.get("stream"):
+                    return self._stream(body, reply)
+                self._json(200, _completion(body, reply))
+
+            def _json(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _stream(self, body: dict, reply: ScriptedReply) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for event, pause in _sse_events(body, reply):
+                        time.sleep(pause)
+                        if event is None:  # scripted connection drop
+                            self.wfile.flush()
+                            self.connection.close()
+                            return
+                        self._chunk(f"data: {event}\n\n".encode())
+                    self._chunk(b"data: [DONE]\n\n")
+                    self._chunk(b"")
+                finally:
+                    server.stream_ended_at.append(time.perf_counter())
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+        return Handler
+
+
+def _ids(reply: ScriptedReply) -> list[str]:
+    return [c.id or f"call_{uuid.uuid4().hex[:12]}" for c in reply.tool_calls]
+
+
+def _completion(body: dict, reply: ScriptedReply) -> dict:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content or None}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"id": cid, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for cid, c in zip(_ids(reply), reply.tool_calls)
+        ]
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
+        "model": body.get("model", "scripted"),
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+    }
+
+
+def _sse_events(body: dict, reply: ScriptedReply) -> Iterator[tuple[str | None, float]]:
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": body.get("model", "scripted")}
+
+    def chunk(delta: dict, finish: str | None = None) -> str:
+        return json.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    yield chunk({"role": "assistant", "content": ""}), 0.0
+    for word in reply.content.split(" ") if reply.content else []:
+        yield chunk({"content": word + " "}), reply.fragment_delay_s
+    for index, (cid, c) in enumerate(zip(_ids(reply), reply.tool_calls)):
+        head = {"index": index, "id": cid, "type": "function", "function": {"name": c.name, "arguments": ""}}
+        yield chunk({"tool_calls": [head]}), c.gap_before_s
+        size = max(1, reply.fragment_size)
+        for start in range(0, len(c.arguments), size):
+            piece = c.arguments[start : start + size]
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}), reply.fragment_delay_s
+    if reply.fail_mid_stream:
+        yield None, reply.tail_delay_s
+        return
+    yield chunk({}, "tool_calls" if reply.tool_calls else "stop"), reply.tail_delay_s
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {**base, "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+        yield json.dumps(usage), 0.0
