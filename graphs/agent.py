@@ -4,6 +4,9 @@
                 ^           |
                 +-- invalid: errors go back to the model, within the retry budget
 
+While the planner streams, calls whose arguments are complete start at once (speculation);
+the tools tasks then await those instead of starting them again.
+
 `graph` (bottom) is what langgraph.json serves; apps call `build_graph` with their own
 model, tools and checkpointer.
 """
@@ -14,10 +17,12 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
+from toolrail.execution import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOOL_TIMEOUT_S, CallExecutor
 from toolrail.models import default_model
 from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
-from toolrail.nodes.tools import DEFAULT_TOOL_TIMEOUT_S, make_tool_runner
+from toolrail.nodes.tools import make_tool_runner
 from toolrail.nodes.validate import make_validate, route_after_validate
+from toolrail.speculation import Speculation
 from toolrail.state import AgentState
 from toolrail.tools.demo import demo_tools
 from toolrail.tools.registry import ToolRegistry
@@ -36,6 +41,8 @@ def build_graph(
     *,
     max_retries: int = 2,
     tool_timeout: float = DEFAULT_TOOL_TIMEOUT_S,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    speculative: bool = True,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
 ):
     tools = demo_tools if tools is None else tools
@@ -43,10 +50,13 @@ def build_graph(
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
 
+    executor = CallExecutor(max_concurrency=max_concurrency, default_timeout=tool_timeout)
+    speculation = Speculation(executor, enabled=speculative)
+
     builder = StateGraph(AgentState)
-    builder.add_node("planner", make_planner(model, tools, system_prompt))
-    builder.add_node("validate", make_validate(tools, max_retries))
-    builder.add_node("tools", make_tool_runner(tools, tool_timeout))
+    builder.add_node("planner", make_planner(model, tools, speculation, system_prompt))
+    builder.add_node("validate", make_validate(tools, speculation, max_retries))
+    builder.add_node("tools", make_tool_runner(tools, executor, speculation))
 
     builder.add_edge(START, "planner")
     builder.add_conditional_edges("planner", route_after_planner, ["validate", END])

@@ -1,22 +1,29 @@
 """planner: ask the model for the next step, with every tool bound in strict form.
 
 Reads `messages`; writes the assistant message, the turn's raw calls (`turn_calls`) and, when
-the model cannot be reached, a structured `failure`.
+the model cannot be reached, a structured `failure`. While the reply streams, each call whose
+arguments are complete and valid is started at once (speculative dispatch); if the stream then
+breaks, those calls are cancelled and recorded as such.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
 
 from toolrail.calls import history_message, raw_calls
 from toolrail.errors import ModelUnavailable
-from toolrail.state import AgentState, RunFailure
-from toolrail.tools.registry import ToolRegistry
+from toolrail.speculation import Speculation, thread_of
+from toolrail.state import AgentState, RawCall, RunFailure
+from toolrail.tools.registry import InvalidToolCall, ToolRegistry
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a capable assistant with tools. When several tool calls are independent, make them "
@@ -25,27 +32,83 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-def make_planner(model: BaseChatModel, tools: ToolRegistry, system_prompt: str = DEFAULT_SYSTEM_PROMPT):
+def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Speculation, system_prompt: str = DEFAULT_SYSTEM_PROMPT):
     # Strict mode is requested per tool in its schema; parallel calls stay on because toolrail
     # validates every call itself (OpenAI does not guarantee strict decoding for parallel calls).
     bound = model.bind_tools(tools.openai_schemas(), parallel_tool_calls=True) if len(tools) else model
 
     async def planner(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        thread = thread_of(config)
         prompt = [SystemMessage(system_prompt), *state["messages"]]
+        started: list[RawCall] = []
+        watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started))
         try:
-            reply = await _stream_reply(bound, prompt, config)
+            reply = await _stream_reply(bound, prompt, config, watcher)
         except (openai.OpenAIError, ModelUnavailable) as exc:
-            return {"failure": _model_failure(exc, state)}
+            return {"failure": _model_failure(exc, state), "results": speculation.cancel_turn(thread, started, "the model's stream broke")}
         calls = raw_calls(reply)
         return {"messages": [history_message(reply, calls)], "turn_calls": calls, "failure": None}
 
     return planner
 
 
-async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableConfig) -> BaseMessage:
-    """Stream the reply (so calls and text surface as they are generated) and merge the chunks."""
+class CallWatcher:
+    """Watches streamed tool-call fragments and reports each call once its arguments close.
+
+    A call is complete when its accumulated arguments parse as a JSON object (nothing can
+    legally follow the closing brace) or when the next call's first fragment arrives.
+    """
+
+    def __init__(self, on_complete: Callable[[RawCall], None]):
+        self.on_complete = on_complete
+        self.calls: dict[Any, dict[str, str]] = {}
+        self.done: set[Any] = set()
+
+    def feed(self, chunk: BaseMessage) -> None:
+        for fragment in getattr(chunk, "tool_call_chunks", None) or []:
+            index = fragment.get("index", 0)
+            for earlier in [i for i in self.calls if i != index and i not in self.done]:
+                self._complete(earlier)
+            call = self.calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            call["id"] = call["id"] or fragment.get("id") or ""
+            call["name"] += fragment.get("name") or ""
+            piece = fragment.get("args") or ""
+            call["arguments"] += piece
+            if "}" in piece and index not in self.done and _is_json_object(call["arguments"]):
+                self._complete(index)
+
+    def _complete(self, index: Any) -> None:
+        self.done.add(index)
+        call = self.calls[index]
+        position = list(self.calls).index(index)
+        self.on_complete(RawCall(id=call["id"] or f"call_{position}", name=call["name"], arguments=call["arguments"]))
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thread: str, started: list[RawCall]) -> None:
+    tool = tools.get(call["name"])
+    if tool is None:
+        return
+    try:
+        args = tool.validate(call["arguments"]).model_dump(mode="json")
+    except InvalidToolCall:
+        return  # the validate node will report it; nothing starts
+    if speculation.start(thread, call["id"], tool, args):
+        started.append(call)
+        get_stream_writer()({"type": "speculative_start", "call_id": call["id"], "name": call["name"], "at": time.time()})
+
+
+async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watcher: CallWatcher) -> BaseMessage:
+    """Stream the reply (so calls start and text shows as they are generated); merge the chunks."""
     reply: BaseMessage | None = None
     async for chunk in model.astream(prompt, config):
+        watcher.feed(chunk)
         reply = chunk if reply is None else reply + chunk
     if reply is None:
         raise ModelUnavailable("the model returned an empty stream")
@@ -53,12 +116,7 @@ async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableC
 
 
 def _model_failure(exc: Exception, state: AgentState) -> RunFailure:
-    return RunFailure(
-        reason="model_error",
-        message=_explain(exc),
-        attempts=state.get("attempts", 0),
-        errors=[],
-    )
+    return RunFailure(reason="model_error", message=_explain(exc), attempts=state.get("attempts", 0), errors=[])
 
 
 def _explain(exc: Exception) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.messages import ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END
 from langgraph.types import Send
 
+from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, CallVerdict, RawCall, RunFailure, ValidatedCall
 from toolrail.tools.registry import FieldError, InvalidToolCall, ToolRegistry
 
@@ -22,17 +24,19 @@ NOT_RUN = (
 )
 
 
-def make_validate(tools: ToolRegistry, max_retries: int = 2):
-    async def validate(state: AgentState) -> dict[str, Any]:
+def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: int = 2):
+    async def validate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         turn = sum(1 for m in state["messages"] if m.type == "ai")
         checked = [_check(tools, call) for call in state.get("turn_calls", [])]
         verdicts = [_verdict(call, turn, error) for call, (_, error) in zip(state["turn_calls"], checked)]
         if all(error is None for _, error in checked):
             return {"validated_calls": [v for v, _ in checked], "verdicts": verdicts, "attempts": 0}
         attempts = state.get("attempts", 0) + 1
+        discarded = speculation.cancel_turn(thread_of(config), state["turn_calls"], "another call of its turn was invalid")
         update: dict[str, Any] = {
             "validated_calls": [],
             "verdicts": verdicts,
+            "results": discarded,
             "attempts": attempts,
             "messages": [_feedback(call, error) for call, (_, error) in zip(state["turn_calls"], checked)],
         }

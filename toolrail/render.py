@@ -56,6 +56,8 @@ class RunRenderer:
                 self.print(Text(f"  ✗ {verdict['name']} rejected", style="bold red"))
                 for line in (verdict["error"] or "").splitlines()[1:]:
                     self.print(Text(f"      {line}", style="red"))
+        for result in update.get("results", []):
+            self.print(Text(f"  ⊘ {result['name']} cancelled: {result['content']}", style="magenta"))
         if update.get("messages") and not update.get("failure"):
             self.print(Text(f"  ↺ turn rejected: errors sent back to the model (retry {update['attempts']})", style="yellow"))
         if update.get("failure"):
@@ -80,6 +82,8 @@ class RunRenderer:
         self.batch = []
 
     def _custom(self, chunk: Any) -> None:
+        if isinstance(chunk, dict) and chunk.get("type") == "speculative_start":
+            self.print(Text(f"  ⚡ {chunk['name']} started while the model is still streaming", style="magenta"))
         if isinstance(chunk, dict) and chunk.get("type") == "sandbox_output":
             style = "dim" if chunk.get("stream") == "stdout" else "dim red"
             for line in str(chunk.get("text", "")).splitlines() or [""]:

@@ -7,8 +7,12 @@ therefore parsed and validated here, against the same Pydantic model the schema 
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -81,9 +85,13 @@ class Tool:
         except ValidationError as exc:
             raise InvalidToolCall(self.name, _field_errors(exc, self.args_model)) from None
 
-    async def run(self, args: BaseModel) -> Any:
-        """Run the implementation (sync tools go to a worker thread via langchain-core)."""
+    async def run(self, args: BaseModel, threads: Executor | None = None) -> Any:
+        """Run the implementation; a sync one goes to `threads` so the event loop stays free."""
         fields = {name: getattr(args, name) for name in type(args).model_fields}
+        if threads is not None and isinstance(self.runnable, StructuredTool) and self.runnable.coroutine is None:
+            context = contextvars.copy_context()
+            call = functools.partial(context.run, self.runnable.invoke, fields)
+            return await asyncio.get_running_loop().run_in_executor(threads, call)
         return await self.runnable.ainvoke(fields)
 
 
