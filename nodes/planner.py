@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, SystemMessage
@@ -44,7 +45,7 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
         watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started))
         try:
             reply = await _stream_reply(bound, prompt, config, watcher)
-        except (openai.OpenAIError, ModelUnavailable) as exc:
+        except (openai.OpenAIError, httpx.HTTPError, ModelUnavailable) as exc:
             return {"failure": _model_failure(exc, state), "results": speculation.cancel_turn(thread, started, "the model's stream broke")}
         calls = raw_calls(reply)
         return {"messages": [history_message(reply, calls)], "turn_calls": calls, "failure": None}

@@ -8,6 +8,7 @@ what they prove holds over the actual wire: request bodies, SSE streaming, paral
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -130,9 +131,10 @@ class OpenAICompatibleServer:
                 try:
                     for event, pause in _sse_events(body, reply):
                         time.sleep(pause)
-                        if event is None:  # scripted connection drop
+                        if event is None:  # scripted connection drop, mid-body
                             self.wfile.flush()
-                            self.connection.close()
+                            self.close_connection = True
+                            self.connection.shutdown(socket.SHUT_RDWR)
                             return
                         self._chunk(f"data: {event}\n\n".encode())
                     self._chunk(b"data: [DONE]\n\n")
