@@ -65,6 +65,7 @@ class Tool:
     target: Target = "tools"
     strict: bool = True
     wire_name: str | None = None  # provider-legal alias when `name` is not
+    source_schema: dict[str, Any] = field(default_factory=dict)  # the args model's own schema
 
     def openai_schema(self) -> dict[str, Any]:
         function = {
@@ -79,7 +80,7 @@ class Tool:
     def validate(self, arguments: str | dict[str, Any]) -> BaseModel:
         """Parse and validate raw arguments; raise InvalidToolCall with every problem found."""
         data = _parse_arguments(self.name, arguments)
-        data = _drop_default_nulls(data, self.args_model.model_json_schema())
+        data = _drop_default_nulls(data, self.source_schema)
         try:
             return self.args_model.model_validate_json(json.dumps(data), strict=True, extra="forbid")
         except ValidationError as exc:
@@ -178,7 +179,7 @@ def make_tool(*, name: str, args_model: type[BaseModel], strict: bool = True, **
         if strict:
             raise
         parameters = schema
-    return Tool(name=name, args_model=args_model, parameters=parameters, strict=strict, **rest)
+    return Tool(name=name, args_model=args_model, parameters=parameters, strict=strict, source_schema=schema, **rest)
 
 
 def all_tools(*registries: Iterable[Tool]) -> ToolRegistry:

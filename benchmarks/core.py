@@ -1,0 +1,191 @@
+"""toolrail's speed claims, each measured side by side with its baseline in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
+
+from toolrail.graphs.agent import build_graph
+from toolrail.recorded import RecordedCall, RecordedChatModel, RecordedTurn, Transcript, load_transcript
+from toolrail.testing.openai_server import OpenAICompatibleServer, answer, call, calls
+from toolrail.tools.demo import demo_tools
+from toolrail.tools.registry import ToolRegistry
+
+PROMPT = "benchmark"
+
+
+def scripted_model(turns: list[RecordedTurn], prompt: str = PROMPT) -> RecordedChatModel:
+    """Zero-latency in-process model: the same replies for toolrail and for the baseline."""
+    transcript = Transcript(name="bench", description="benchmark script", prompt=prompt, turns=turns)
+    return RecordedChatModel(transcript=transcript, chunk_delay_s=0.0)
+
+
+def bare_graph(model: Any, tools: list, checkpointer: Any = None):
+    """What a LangGraph user writes without toolrail: model node + prebuilt ToolNode."""
+
+    async def agent(state: MessagesState):
+        return {"messages": [await model.bind_tools(tools).ainvoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", agent)
+    builder.add_node("tools", ToolNode(tools))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition, ["tools", END])
+    builder.add_edge("tools", "agent")
+    return builder.compile(checkpointer=checkpointer)
+
+
+async def _timed(graph: Any, thread: str) -> tuple[float, dict]:
+    start = time.perf_counter()
+    state = await graph.ainvoke({"messages": [HumanMessage(PROMPT)]}, {"configurable": {"thread_id": thread}})
+    return time.perf_counter() - start, state
+
+
+# --- fan-out -------------------------------------------------------------------------------
+
+
+def _sleepers(seconds: float) -> ToolRegistry:
+    registry = ToolRegistry()
+
+    async def pause(n: int) -> int:
+        await asyncio.sleep(seconds)
+        return n
+
+    registry.register(pause, name="pause", description="Wait a little.")
+    return registry
+
+
+async def bench_fan_out(n_calls: int = 50, seconds: float = 0.1, repeats: int = 3) -> dict[str, float]:
+    tools = _sleepers(seconds)
+    turns = [
+        RecordedTurn(tool_calls=[RecordedCall(id=f"c{i}", name="pause", arguments=json.dumps({"n": i})) for i in range(n_calls)]),
+        RecordedTurn(content="done"),
+    ]
+    ours, theirs, phase = [], [], []
+    for r in range(repeats):
+        graph = build_graph(model=scripted_model(turns), tools=tools, checkpointer=InMemorySaver(), speculative=False)
+        wall, state = await _timed(graph, f"ours-{r}")
+        results = state["results"]
+        phase.append(max(x["started_at"] + x["duration_s"] for x in results) - min(x["started_at"] for x in results))
+        ours.append(wall)
+        baseline = bare_graph(scripted_model(turns), [t.runnable for t in tools], InMemorySaver())
+        theirs.append((await _timed(baseline, f"theirs-{r}"))[0])
+    return {
+        "calls": n_calls,
+        "call_s": seconds,
+        "toolrail_tool_phase_s": statistics.median(phase),
+        "toolrail_run_s": statistics.median(ours),
+        "toolnode_run_s": statistics.median(theirs),
+        "tool_phase_over_slowest_call": statistics.median(phase) / seconds,
+        "toolrail_over_toolnode": statistics.median(ours) / statistics.median(theirs),
+    }
+
+
+# --- speculative dispatch -------------------------------------------------------------------
+
+
+def _one_second_tools() -> ToolRegistry:
+    registry = ToolRegistry()
+
+    async def fetch(item: str) -> str:
+        await asyncio.sleep(1.0)
+        return f"fetched {item}"
+
+    registry.register(fetch, name="fetch", description="Fetch an item (takes 1 s).")
+    return registry
+
+
+async def bench_speculative() -> dict[str, float]:
+    """3 calls spread over a 3 s stream (complete at ~0, 1 and 2 s), each tool takes 1 s."""
+    from langchain_openai import ChatOpenAI
+
+    def script():
+        spread = calls(
+            call("fetch", {"item": "a"}, id="a"),
+            call("fetch", {"item": "b"}, id="b", gap_before_s=1.0),
+            call("fetch", {"item": "c"}, id="c", gap_before_s=1.0),
+            tail_delay_s=1.0,
+        )
+        return [spread, answer("done")]
+
+    async def one(**options: Any) -> float:
+        with OpenAICompatibleServer(script()) as server:
+            model = ChatOpenAI(model="scripted", base_url=server.base_url, api_key="bench", max_retries=0)
+            graph = build_graph(model=model, tools=_one_second_tools(), checkpointer=InMemorySaver(), **options)
+            return (await _timed(graph, "spec"))[0]
+
+    speculative = await one(speculative=True)
+    waiting = await one(speculative=False)
+    sequential = await one(speculative=False, max_concurrency=1)
+    return {
+        "speculative_s": speculative,
+        "no_speculation_s": waiting,
+        "sequential_s": sequential,
+        "speculative_over_no_speculation": speculative / waiting,
+        "speculative_over_sequential": speculative / sequential,
+    }
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def bench_validation(n: int = 20000) -> dict[str, float]:
+    import jsonschema
+
+    tool = demo_tools.get("search_flights")
+    raw = json.dumps({"origin": "SF", "destination": "NYC", "date": "2026-12-01", "max_stops": 1})
+    validator = jsonschema.Draft202012Validator(tool.parameters)
+
+    def ours() -> None:
+        tool.validate(raw)
+
+    def theirs() -> None:
+        validator.validate(json.loads(raw))
+
+    timings = {}
+    for name, fn in (("toolrail", ours), ("jsonschema", theirs), ("toolrail_again", ours)):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        timings[name] = (time.perf_counter() - start) / n
+    per_call = min(timings["toolrail"], timings["toolrail_again"])
+    return {
+        "toolrail_us": per_call * 1e6,
+        "jsonschema_us": timings["jsonschema"] * 1e6,
+        "toolrail_over_jsonschema": per_call / timings["jsonschema"],
+    }
+
+
+# --- graph overhead -------------------------------------------------------------------------
+
+
+async def bench_graph_overhead(runs: int = 20) -> dict[str, float]:
+    """The trip example's turns, zero model latency, SQLite checkpoints for both."""
+    trip = load_transcript("trip")
+    turns = trip.turns
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        async with AsyncSqliteSaver.from_conn_string(str(Path(folder) / "ours.sqlite")) as saver_a, \
+                AsyncSqliteSaver.from_conn_string(str(Path(folder) / "theirs.sqlite")) as saver_b:
+            graph = build_graph(model=scripted_model(turns), checkpointer=saver_a)
+            baseline = bare_graph(scripted_model(turns), [t.runnable for t in demo_tools], saver_b)
+            for r in range(runs):
+                ours.append((await _timed(graph, f"ours-{r}"))[0])
+                theirs.append((await _timed(baseline, f"theirs-{r}"))[0])
+    return {
+        "runs": runs,
+        "toolrail_run_ms": statistics.median(ours) * 1000,
+        "bare_langgraph_run_ms": statistics.median(theirs) * 1000,
+        "toolrail_over_bare": statistics.median(ours) / statistics.median(theirs),
+    }
