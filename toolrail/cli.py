@@ -39,6 +39,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _non_negative_int(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
@@ -63,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--db", default=None, help=f"SQLite checkpoint file (default: TOOLRAIL_DB or {DEFAULT_DB})")
     run.add_argument("--max-retries", type=_non_negative_int, default=2, help="invalid turns the model may retry (default 2)")
     run.add_argument("--tool-timeout", type=_positive_float, default=30.0, help="default per-call timeout, seconds")
+    run.add_argument("--max-concurrency", type=_positive_int, default=64, help="calls running at once, at most (default 64)")
+    run.add_argument("--no-speculation", action="store_true", help="start calls only once the whole reply has arrived")
     return parser
 
 
@@ -96,7 +104,10 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
     thread_id = args.thread or f"run-{uuid.uuid4().hex[:12]}"
     db_path = args.db or os.environ.get("TOOLRAIL_DB") or DEFAULT_DB
     async with open_checkpointer(db_path) as checkpointer:
-        graph = build_graph(model=model, checkpointer=checkpointer, max_retries=args.max_retries, tool_timeout=args.tool_timeout)
+        graph = build_graph(
+            model=model, checkpointer=checkpointer, max_retries=args.max_retries, tool_timeout=args.tool_timeout,
+            max_concurrency=args.max_concurrency, speculative=not args.no_speculation,
+        )
         config = {"configurable": {"thread_id": thread_id}}
         renderer = RunRenderer(console, model_label=model_label, thread_id=thread_id, quiet=args.json)
         renderer.start(args.prompt)
