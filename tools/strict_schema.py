@@ -29,7 +29,7 @@ _ALLOWED = {
 _DROPPABLE = {
     "default", "minLength", "maxLength", "examples", "uniqueItems", "minProperties",
     "maxProperties", "readOnly", "writeOnly", "deprecated", "contentEncoding",
-    "contentMediaType", "discriminator",
+    "contentMediaType", "discriminator", "title",  # titles repeat the key: tokens for nothing
 }
 _STRING_FORMATS = {
     "date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid",
