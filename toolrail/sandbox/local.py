@@ -265,6 +265,7 @@ class LocalSandbox(Sandbox):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(write_fd,),
+                env=_launch_environment(),
                 start_new_session=True,
                 preexec_fn=_limit_launch(limits, cgroup),
                 limit=READ_CHUNK,
@@ -323,6 +324,7 @@ class LocalSandbox(Sandbox):
                 self._interpreter = None
                 self._lost_reason = f"the session was idle for {unused:.0f} s and was closed"
                 await interpreter.kill()
+                interpreter.stop_pumps()
 
     # --- running code --------------------------------------------------------------------
 
@@ -488,7 +490,10 @@ class LocalSandbox(Sandbox):
             await interpreter.send(message)
             deadline = time.monotonic() + REQUEST_TIMEOUT_S
             while (left := deadline - time.monotonic()) > 0:
-                kind, payload = await asyncio.wait_for(interpreter.queue.get(), left)
+                try:
+                    kind, payload = await asyncio.wait_for(interpreter.queue.get(), left)
+                except asyncio.TimeoutError:
+                    break
                 if kind == "event" and payload.get("id") == request_id:
                     self._last_used = time.monotonic()
                     if payload.get("type") == "error":
@@ -497,8 +502,9 @@ class LocalSandbox(Sandbox):
                 if kind in ("exit", "garbage"):
                     break
             await interpreter.kill()
-            self._interpreter, self._lost_reason = None, f"the interpreter died during a {message['op']} request"
-            raise SandboxError(f"the sandbox interpreter died during a {message['op']} request")
+            interpreter.stop_pumps()
+            self._interpreter, self._lost_reason = None, f"the interpreter was lost during a {message['op']} request"
+            raise SandboxError(f"the sandbox interpreter died or hung during a {message['op']} request")
 
     # --- jail construction ---------------------------------------------------------------
 
@@ -577,6 +583,12 @@ def _system_binds() -> list[str]:
         elif host.is_dir():
             argv += ["--ro-bind", str(host), f"/{name}"]
     return argv
+
+
+def _launch_environment() -> dict[str, str]:
+    """bwrap's own environment. Its pid-1 reaper never execs, so the code inside can read this
+    through /proc/1/environ: it must hold nothing from ours (API keys!), not only --clearenv."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 def _write_etc(workdir: Path) -> None:
