@@ -104,9 +104,8 @@ class OutputStream:
         if index >= 0:
             self.pending, self.ended = b"", True
             return self._take(data[:index], final=True)
-        hold = len(self.marker) - 1  # a marker may be split across reads
-        split = max(0, len(data) - hold)
-        self.pending = data[split:]
+        split = len(data) - _partial_marker_length(data, self.marker)
+        self.pending = data[split:]  # a marker may be split across reads: hold only that part
         return self._take(data[:split], final=False)
 
     def finish(self) -> str:
@@ -136,6 +135,16 @@ class OutputStream:
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+
+def _partial_marker_length(data: bytes, marker: bytes) -> int:
+    """Length of the longest end of `data` that is a start of `marker` (0 almost always)."""
+    start = data.rfind(marker[:1], max(0, len(data) - len(marker) + 1))
+    while start >= 0:
+        if marker.startswith(data[start:]):
+            return len(data) - start
+        start = data.rfind(marker[:1], max(0, len(data) - len(marker) + 1), start)
+    return 0
 
 
 # --- one interpreter process -------------------------------------------------------------------
