@@ -112,9 +112,19 @@ async def test_subprocess_and_raw_fd_output_are_captured(sandbox):
 
 async def test_timeout_is_reported(sandbox):
     result = await sandbox.run_to_end("import time\ntime.sleep(30)", timeout=0.5)
-    assert result.exit_reason == "timeout"
+    assert result.exit_reason == "timeout" and result.error is None
     assert 0.4 < result.duration_s < 5
     assert "[run stopped: timeout]" in result.render()
+
+
+async def test_abandoned_run_is_stopped_and_the_next_starts_fresh(sandbox):
+    await sandbox.run_to_end("x = 1")
+    events = sandbox.run("import time\nprint('tick')\ntime.sleep(30)")
+    first = await anext(events)
+    assert isinstance(first, StdoutEvent)
+    await events.aclose()  # e.g. the graph task was cancelled mid-run
+    result = await sandbox.run_to_end("print('x' in globals())")
+    assert result.stdout == "False\n" and result.state_reset
 
 
 async def test_input_does_not_eat_the_protocol(sandbox):

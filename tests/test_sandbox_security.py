@@ -169,6 +169,9 @@ except OSError as e:
 
 
 async def test_fork_bomb_is_contained(sandbox):
+    mechanism = sandbox.mechanisms["processes"]
+    if mechanism.startswith("NOT ENFORCED"):  # do not throw a real fork bomb at this host
+        pytest.fail(f"no process limit on this host: {mechanism}; run as non-root or allow cgroups")
     code = """
 import os
 while True:

@@ -449,6 +449,8 @@ class LocalSandbox(Sandbox):
             )
             self._lost_reason = f"the previous interpreter stopped ({reason})"
             self._interpreter = None
+        if reason in ("timeout", "output_limit") and error is not None and error.name == "KeyboardInterrupt":
+            error = None  # our own interrupt, not the code's failure; exit_reason says it all
         if reason == "timeout":
             notes.append(f"Stopped after the wall-clock limit of {duration_s:.1f} s.")
         if reason == "output_limit":
