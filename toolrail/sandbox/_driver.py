@@ -41,13 +41,14 @@ class Channel:
         self.command_fd, self.event_fd = command_fd, event_fd
 
     def _read_exact(self, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = os.read(self.command_fd, n - len(buf))
-            if not chunk:
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            count = os.readv(self.command_fd, [view[got:]])
+            if not count:
                 raise EOFError
-            buf += chunk
-        return buf
+            got += count
+        return bytes(buf)
 
     def receive(self):
         (size,) = struct.unpack(">I", self._read_exact(4))
