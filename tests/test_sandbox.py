@@ -180,6 +180,17 @@ def test_missing_bwrap_says_how_to_install_it(monkeypatch):
         make_sandbox("local")
 
 
+async def test_bwrap_that_cannot_start_gives_its_reason(monkeypatch, tmp_path):
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("TOOLRAIL_BWRAP", str(fake))
+    sb = make_sandbox("local", limits=TEST_LIMITS)
+    with pytest.raises(SandboxError, match="No permissions to create new namespace"):
+        await sb.start()
+    await sb.close()
+
+
 def test_e2b_without_key_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("E2B_API_KEY", raising=False)
     monkeypatch.setenv("TOOLRAIL_SANDBOX", "e2b")

@@ -256,6 +256,7 @@ class LocalSandbox(Sandbox):
         if self._interpreter is not None and self._interpreter.alive:
             return self._interpreter, False
         self._interpreter = await self._spawn()
+        self._last_used = time.monotonic()
         if self._idle_watch is None:
             self._idle_watch = asyncio.create_task(self._watch_idle())
         return self._interpreter, self._lost_reason is not None
@@ -314,6 +315,7 @@ class LocalSandbox(Sandbox):
             if kind in ("exit", "garbage"):
                 break
         await interpreter.kill()
+        interpreter.stop_pumps()
         detail = b"".join(errors).decode(errors="replace").strip()
         raise SandboxError(
             "bubblewrap could not start the sandbox"
