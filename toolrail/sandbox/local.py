@@ -15,6 +15,7 @@ import asyncio
 import base64
 import codecs
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -23,6 +24,7 @@ import secrets
 import shutil
 import signal
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -535,6 +537,8 @@ class LocalSandbox(Sandbox):
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
         if os.geteuid() == 0:
             argv += ["--cap-drop", "ALL"]
+        if _bwrap_supports(self.bwrap, "--disable-userns"):  # bwrap >= 0.8: no nested userns
+            argv += ["--disable-userns"]
         argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
         argv += _system_binds()
         if not str(self.python_prefix).startswith("/usr/"):
@@ -584,6 +588,15 @@ class LocalSandbox(Sandbox):
             "file_size": "RLIMIT_FSIZE",
             "output": "host-side cap with truncation marker; run stopped past output_stop_factor",
         }
+
+
+@functools.cache
+def _bwrap_supports(bwrap: str, option: str) -> bool:
+    try:
+        help_text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return option in help_text
 
 
 def _system_binds() -> list[str]:
