@@ -27,20 +27,30 @@ HEADLINES = {
                     ("speculative_over_sequential", "with speculation / fully sequential")],
     "validation": [("toolrail_over_jsonschema", "toolrail validate / jsonschema validate")],
     "graph_overhead": [("toolrail_over_bare", "toolrail graph / bare LangGraph graph")],
-    "sandbox": [],
+    "sandbox": [("cold_p50_over_subprocess", "cold start to first output / python -c (p50)"),
+                ("cold_p95_over_subprocess", "cold start to first output / python -c (p95)"),
+                ("warm_p50_over_subprocess", "warm call / python -c (p50)"),
+                ("warm_p95_over_subprocess", "warm call / python -c (p95)")],
 }
 
 
-def _extra_benchmarks() -> dict[str, Any]:
-    try:
-        from benchmarks import sandbox_bench  # the sandbox's own figures, when present
-    except ImportError:
-        return {}
-    return {"sandbox": ("local sandbox vs plain python -c", sandbox_bench.collect)}
+async def _sandbox() -> dict[str, Any]:
+    from benchmarks import sandbox_bench
+
+    numbers = await sandbox_bench.measure(runs=20)
+    flat = {f"{kind}_{q}": numbers[kind][q] for kind in ("subprocess", "cold", "warm") for q in ("p50_ms", "p95_ms")}
+    ratios = {
+        f"{kind}_{q}_over_subprocess": flat[f"{kind}_{q}_ms"] / flat[f"subprocess_{q}_ms"]
+        for kind in ("cold", "warm") for q in ("p50", "p95")
+    }
+    return {**flat, **ratios}
+
+
+BENCHMARKS["sandbox"] = ("local sandbox vs plain python -c subprocess", _sandbox)
 
 
 async def _run(selected: list[str]) -> dict[str, Any]:
-    registry = {**BENCHMARKS, **_extra_benchmarks()}
+    registry = BENCHMARKS
     results = {}
     for name in selected or list(registry):
         if name not in registry:

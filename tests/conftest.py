@@ -1,12 +1,18 @@
-"""Shared fixtures: a real OpenAI-compatible server on 127.0.0.1 and clients pointed at it."""
+"""Shared fixtures: a real OpenAI-compatible server on 127.0.0.1 and clients pointed at it; sandboxes.
+
+The sandbox tests need bubblewrap: if it is missing they fail, never skip.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from langchain_openai import ChatOpenAI
 
+from toolrail.sandbox import SandboxLimits, make_sandbox
+from toolrail.sandbox.local import DRIVER_IN_SANDBOX
 from toolrail.testing.openai_server import OpenAICompatibleServer
 
 # The real client must never wander off to a proxy or the real API during tests.
@@ -38,3 +44,51 @@ def client_for(server: OpenAICompatibleServer, *, streaming: bool = True) -> Cha
 @pytest.fixture(params=["streaming", "non-streaming"])
 def streaming(request) -> bool:
     return request.param == "streaming"
+
+# Tight limits keep the slow cases (timeouts, bombs) quick on a 2-core CI machine.
+TEST_LIMITS = SandboxLimits(
+    wall_timeout_s=2.0,
+    cpu_time_s=1,
+    memory_bytes=384 << 20,
+    max_processes=32,
+    max_file_bytes=16 << 20,
+    scratch_bytes=8 << 20,
+    max_output_bytes=64 << 10,
+    kill_grace_s=0.5,
+)
+
+
+@pytest.fixture
+async def sandbox():
+    sb = make_sandbox("local", limits=TEST_LIMITS)
+    await sb.start()
+    try:
+        yield sb
+    finally:
+        await sb.close()
+
+
+def host_processes_containing(marker: str) -> list[int]:
+    """Host pids whose command line contains `marker` (a /proc scan, no psutil)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def sandbox_driver_processes() -> list[int]:
+    return host_processes_containing(DRIVER_IN_SANDBOX)
+
+
+async def assert_still_works(sb) -> None:
+    """The session must serve a normal run after whatever the previous run did."""
+    result = await sb.run_to_end("print('still', 'alive')")
+    assert result.exit_reason == "ok", result
+    assert result.stdout == "still alive\n"

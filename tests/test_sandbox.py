@@ -1,0 +1,236 @@
+"""Functional behaviour of the sandbox layer: state, files, streaming, results, factory, tool."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import time
+
+import pytest
+
+from conftest import TEST_LIMITS
+from toolrail.sandbox import (
+    DoneEvent,
+    RunResult,
+    SandboxError,
+    SandboxLimits,
+    StderrEvent,
+    StdoutEvent,
+    make_sandbox,
+)
+from toolrail.tools.sandbox_tools import run_python, sandbox_tools
+
+
+async def test_variables_and_imports_persist_between_runs(sandbox):
+    first = await sandbox.run_to_end("import math\ncounter = 1\ndef bump():\n    global counter\n    counter += 1")
+    assert first.exit_reason == "ok" and first.stdout == ""
+    await sandbox.run_to_end("bump(); bump()")
+    result = await sandbox.run_to_end("print(counter, math.pi > 3)")
+    assert result.stdout == "3 True\n"
+
+
+async def test_final_expression_is_echoed_like_a_notebook(sandbox):
+    assert (await sandbox.run_to_end("x = [1, 2]\nx + [3]")).stdout == "[1, 2, 3]\n"
+    assert (await sandbox.run_to_end("None")).stdout == ""
+
+
+async def test_exception_reports_traceback_and_keeps_session(sandbox):
+    await sandbox.run_to_end("value = 7")
+    result = await sandbox.run_to_end("def f():\n    return 1 / 0\nf()")
+    assert result.exit_reason == "error" and not result.interpreter_lost
+    assert result.error is not None and result.error.name == "ZeroDivisionError"
+    assert 'File "<cell>", line 2, in f' in result.error.traceback
+    assert "_driver" not in result.error.traceback
+    assert (await sandbox.run_to_end("print(value)")).stdout == "7\n"
+
+
+async def test_syntax_error_and_sys_exit_are_errors_not_crashes(sandbox):
+    syntax = await sandbox.run_to_end("def broken(:\n    pass")
+    assert syntax.exit_reason == "error" and syntax.error.name == "SyntaxError"
+    exit_ = await sandbox.run_to_end("import sys\nsys.exit(3)")
+    assert exit_.exit_reason == "error" and exit_.error.name == "SystemExit"
+    assert not exit_.interpreter_lost
+    assert (await sandbox.run_to_end("print('ok')")).stdout == "ok\n"
+
+
+async def test_upload_csv_compute_and_download_produced_file(sandbox):
+    rows = [("city", "temp"), ("NYC", "9"), ("SF", "16"), ("CHI", "2")]
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    await sandbox.upload("data/temps.csv", buffer.getvalue().encode())
+    code = """
+import csv, os, struct, zlib
+temps = [int(r["temp"]) for r in csv.DictReader(open("data/temps.csv"))]
+print(sum(temps) / len(temps))
+# a tiny valid PNG: 1x1 grey pixel
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+png = b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+png += chunk(b"IDAT", zlib.compress(b"\\x00\\x80")) + chunk(b"IEND", b"")
+os.makedirs("out", exist_ok=True)
+with open("out/plot.png", "wb") as f:
+    f.write(png)
+"""
+    result = await sandbox.run_to_end(code)
+    assert result.exit_reason == "ok", result
+    assert result.stdout == "9.0\n"
+    assert [f.path for f in result.files] == ["out/plot.png"]
+    data = await sandbox.download("out/plot.png")
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) == result.files[0].size
+    listed = {f.path for f in await sandbox.list_files()}
+    assert listed == {"data/temps.csv", "out/plot.png"}
+
+
+async def test_download_of_missing_file_is_a_clear_error(sandbox):
+    with pytest.raises(SandboxError, match="FileNotFoundError"):
+        await sandbox.download("nope.txt")
+    assert (await sandbox.run_to_end("print(1)")).stdout == "1\n"
+
+
+async def test_output_streams_live_before_the_run_ends(sandbox):
+    code = "import sys, time\nprint('first')\nprint('oops', file=sys.stderr)\ntime.sleep(1)\nprint('second')"
+    arrivals: list[tuple[float, object]] = []
+    started = time.monotonic()
+    async for event in sandbox.run(code):
+        arrivals.append((time.monotonic() - started, event))
+    first_at = next(t for t, e in arrivals if isinstance(e, StdoutEvent) and "first" in e.text)
+    done_at, done = arrivals[-1]
+    assert isinstance(done, DoneEvent)
+    assert done_at - first_at > 0.5, arrivals  # 'first' came a good while before the end
+    assert any(isinstance(e, StderrEvent) and e.text == "oops\n" for _, e in arrivals)
+    assert done.result.stdout == "first\nsecond\n" and done.result.stderr == "oops\n"
+    assert sum(isinstance(e, DoneEvent) for _, e in arrivals) == 1
+
+
+async def test_subprocess_and_raw_fd_output_are_captured(sandbox):
+    code = "import os, subprocess\nos.write(1, b'raw\\n')\nsubprocess.run(['echo', 'child'])\nprint('py')"
+    result = await sandbox.run_to_end(code)
+    assert result.stdout == "raw\nchild\npy\n"
+
+
+async def test_timeout_is_reported(sandbox):
+    result = await sandbox.run_to_end("import time\ntime.sleep(30)", timeout=0.5)
+    assert result.exit_reason == "timeout" and result.error is None
+    assert 0.4 < result.duration_s < 5
+    assert "[run stopped: timeout]" in result.render()
+
+
+async def test_abandoned_run_is_stopped_and_the_next_starts_fresh(sandbox):
+    await sandbox.run_to_end("x = 1")
+    events = sandbox.run("import time\nprint('tick')\ntime.sleep(30)")
+    first = await anext(events)
+    assert isinstance(first, StdoutEvent)
+    await events.aclose()  # e.g. the graph task was cancelled mid-run
+    result = await sandbox.run_to_end("print('x' in globals())")
+    assert result.stdout == "False\n" and result.state_reset
+
+
+async def test_input_does_not_eat_the_protocol(sandbox):
+    result = await sandbox.run_to_end("try:\n    input()\nexcept EOFError:\n    print('eof')")
+    assert result.stdout == "eof\n"
+    assert (await sandbox.run_to_end("print(2)")).stdout == "2\n"
+
+
+async def test_idle_session_is_closed_and_restarts_fresh():
+    limits = TEST_LIMITS.model_copy(update={"idle_timeout_s": 0.3})
+    async with make_sandbox("local", limits=limits) as sb:
+        await sb.run_to_end("x = 1")
+        await asyncio.sleep(1.0)
+        result = await sb.run_to_end("print('x' in globals())")
+        assert result.stdout == "False\n" and result.state_reset
+        assert any("idle" in note for note in result.notes)
+
+
+async def test_closed_session_refuses_to_run():
+    sb = make_sandbox("local", limits=TEST_LIMITS)
+    await sb.close()
+    with pytest.raises(SandboxError, match="closed"):
+        await sb.run_to_end("print(1)")
+
+
+def test_render_is_compact_and_complete():
+    result = RunResult(stdout="a\n", stderr="w\n", exit_reason="timeout", notes=["n"])
+    assert result.render() == "a\n[stderr]\nw\n[run stopped: timeout]\n[note] n"
+    assert RunResult().render() == "(no output)"
+
+
+def test_limits_are_validated():
+    with pytest.raises(ValueError):
+        SandboxLimits(wall_timeout_s=0)
+
+
+# --- factory and backends ----------------------------------------------------------------------
+
+
+def test_factory_defaults_to_local(monkeypatch):
+    monkeypatch.delenv("TOOLRAIL_SANDBOX", raising=False)
+    assert make_sandbox().backend == "local"
+
+
+def test_factory_rejects_unknown_backend():
+    with pytest.raises(SandboxError, match="unknown sandbox backend 'docker'"):
+        make_sandbox("docker")
+
+
+def test_missing_bwrap_says_how_to_install_it(monkeypatch):
+    monkeypatch.setenv("TOOLRAIL_BWRAP", "/nonexistent/bwrap")
+    with pytest.raises(SandboxError, match="apt-get install bubblewrap"):
+        make_sandbox("local")
+
+
+async def test_bwrap_that_cannot_start_gives_its_reason(monkeypatch, tmp_path):
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("TOOLRAIL_BWRAP", str(fake))
+    sb = make_sandbox("local", limits=TEST_LIMITS)
+    with pytest.raises(SandboxError, match="No permissions to create new namespace"):
+        await sb.start()
+    await sb.close()
+
+
+def test_e2b_without_key_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+    monkeypatch.setenv("TOOLRAIL_SANDBOX", "e2b")
+    with pytest.raises(SandboxError, match="E2B_API_KEY"):
+        make_sandbox()
+
+
+def test_e2b_with_key_builds_without_network(monkeypatch):
+    monkeypatch.setenv("E2B_API_KEY", "e2b_fake")
+    sb = make_sandbox("e2b")
+    assert sb.backend == "e2b" and sb.api_key == "e2b_fake"  # nothing contacted until start()
+
+
+@pytest.mark.skipif(not os.environ.get("E2B_API_KEY"), reason="needs E2B_API_KEY (a real E2B account)")
+async def test_e2b_live_session():
+    async with make_sandbox("e2b", limits=SandboxLimits(wall_timeout_s=60)) as sb:
+        events = [e async for e in sb.run("import time\nprint('a')\ntime.sleep(0.5)\nx = 5\nprint('b')")]
+        assert isinstance(events[-1], DoneEvent) and events[-1].result.stdout == "a\nb\n"
+        assert (await sb.run_to_end("print(x)")).stdout == "5\n"
+        await sb.upload("in.csv", b"a,b\n1,2\n")
+        assert (await sb.run_to_end("print(open('in.csv').read().split()[1])")).stdout == "1,2\n"
+        await sb.run_to_end("open('out.bin','wb').write(bytes(range(5)))")
+        assert await sb.download("out.bin") == bytes(range(5))
+        assert (await sb.run_to_end("1/0")).exit_reason == "error"
+        assert (await sb.run_to_end("import time\ntime.sleep(10)", timeout=2)).exit_reason == "timeout"
+
+
+# --- the tool ---------------------------------------------------------------------------------
+
+
+def test_run_python_is_registered_for_the_sandbox_node():
+    tool = sandbox_tools.get("run_python")
+    assert tool is not None and tool.target == "sandbox" and not tool.speculative
+    schema = tool.openai_schema()["function"]
+    assert schema["strict"] and schema["parameters"]["required"] == ["code", "timeout_s"]
+    assert tool.validate('{"code": "print(1)", "timeout_s": null}').timeout_s == 30
+    with pytest.raises(Exception, match="timeout_s"):
+        tool.validate({"code": "1", "timeout_s": 1000})
+
+
+async def test_run_python_called_directly_uses_a_one_off_sandbox():
+    text = await run_python("import os\nprint(os.getuid())\n6 * 7", timeout_s=10)
+    assert text == "1000\n42"

@@ -1,0 +1,279 @@
+"""The interpreter that lives inside the sandbox: runs cells in one persistent namespace.
+
+Runs with the sandbox's Python and nothing but the standard library. It reads framed JSON
+commands on a private copy of stdin and answers framed JSON on a private event fd; the cell's
+own stdout/stderr stay on fds 1 and 2 so the host streams them raw (prints, os.write and
+subprocesses alike). After each cell it writes an end marker to both, so the host knows where
+the cell's output stops.
+
+Frame: 4-byte big-endian length, then UTF-8 JSON.
+"""
+
+import ast
+import base64
+import json
+import os
+import queue
+import resource
+import signal
+import struct
+import sys
+import threading
+import time
+import traceback
+
+SCRATCH = os.environ.get("TOOLRAIL_SCRATCH", "/scratch")
+MAX_LISTED_FILES = 2000
+
+
+class CpuLimitExceeded(Exception):
+    """The cell used its CPU-time budget (SIGXCPU from RLIMIT_CPU)."""
+
+
+def _on_sigxcpu(signum, frame):
+    raise CpuLimitExceeded("CPU time limit of this run exceeded")
+
+
+class Channel:
+    """Framed JSON over two private fds; user code never sees these fds (CLOEXEC, moved)."""
+
+    def __init__(self, command_fd, event_fd):
+        self.command_fd, self.event_fd = command_fd, event_fd
+
+    def _read_exact(self, n):
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            count = os.readv(self.command_fd, [view[got:]])
+            if not count:
+                raise EOFError
+            got += count
+        return bytes(buf)
+
+    def receive(self):
+        (size,) = struct.unpack(">I", self._read_exact(4))
+        return json.loads(self._read_exact(size))
+
+    def send(self, message):
+        data = json.dumps(message).encode()
+        view = memoryview(struct.pack(">I", len(data)) + data)
+        while view:
+            written = os.write(self.event_fd, view)
+            view = view[written:]
+
+
+class Driver:
+    def __init__(self, channel):
+        self.channel = channel
+        self.namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.commands = queue.Queue()
+        self.busy_cell = None  # id of the running cell, for interrupts
+        self.interrupt_reason = None
+        self.lock = threading.Lock()
+
+    # --- the reader thread: interrupts must get through while a cell runs -------------------
+
+    def read_commands(self):
+        try:
+            while True:
+                message = self.channel.receive()
+                if message.get("op") == "interrupt":
+                    self.interrupt(message)
+                else:
+                    self.commands.put(message)
+        except (EOFError, OSError, ValueError):
+            self.commands.put({"op": "exit"})
+
+    def interrupt(self, message):
+        with self.lock:
+            if self.busy_cell is not None and self.busy_cell == message.get("id"):
+                self.interrupt_reason = message.get("reason", "interrupted")
+                os.kill(os.getpid(), signal.SIGINT)
+
+    # --- the main loop -------------------------------------------------------------------------
+
+    def serve(self):
+        threading.Thread(target=self.read_commands, daemon=True).start()
+        self.channel.send({"type": "ready", "pid": os.getpid()})
+        while True:
+            try:
+                message = self.commands.get()
+                op = message.get("op")
+                if op == "exit":
+                    return
+                handler = getattr(self, "op_" + str(op), None)
+                if handler is None:
+                    self.channel.send({"id": message.get("id"), "type": "error", "message": f"unknown op {op!r}"})
+                    continue
+                self.channel.send(handler(message))
+            except KeyboardInterrupt:
+                continue  # an interrupt that raced the end of a cell
+
+    def op_exec(self, message):
+        cell_id, started = message["id"], time.monotonic()
+        self.set_cpu_budget(int(message.get("cpu_s", 30)))
+        before = snapshot_files()
+        error, reason = None, "ok"
+        try:
+            with self.lock:
+                self.busy_cell, self.interrupt_reason = cell_id, None
+            try:
+                run_cell(message["code"], self.namespace)
+            finally:
+                with self.lock:
+                    self.busy_cell = None
+        except KeyboardInterrupt as exc:
+            reason = self.interrupt_reason or "interrupted"
+            error = describe(exc)
+            kill_other_processes()
+        except MemoryError as exc:
+            reason, error = "memory", describe(exc)
+        except CpuLimitExceeded as exc:
+            reason, error = "cpu", describe(exc)
+            kill_other_processes()
+        except BaseException as exc:  # SystemExit included: the session lives on
+            reason, error = "error", describe(exc)
+        end_output(message["marker"])
+        return {
+            "id": cell_id,
+            "type": "done",
+            "reason": reason,
+            "error": error,
+            "duration_s": time.monotonic() - started,
+            "files": changed_files(before, snapshot_files()),
+        }
+
+    def op_write(self, message):
+        path = resolve(message["path"])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(message["data"]))
+        return {"id": message["id"], "type": "ok"}
+
+    def op_read(self, message):
+        try:
+            with open(resolve(message["path"]), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > message.get("max_bytes", size):
+                    return {"id": message["id"], "type": "error", "message": f"file too large ({size} bytes)"}
+                data = f.read()
+        except OSError as exc:
+            return {"id": message["id"], "type": "error", "message": f"{type(exc).__name__}: {exc}"}
+        return {"id": message["id"], "type": "ok", "data": base64.b64encode(data).decode()}
+
+    def op_list(self, message):
+        files = snapshot_files()
+        return {"id": message["id"], "type": "ok", "files": [{"path": p, "size": s} for p, (s, _) in sorted(files.items())]}
+
+    def set_cpu_budget(self, seconds):
+        """RLIMIT_CPU counts the whole life of the process: grant `seconds` more than used now."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        used = int(usage.ru_utime + usage.ru_stime) + 1
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        soft = used + seconds
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def run_cell(code, namespace):
+    """Exec the cell; like a REPL, echo the value of a final bare expression."""
+    tree = ast.parse(code, filename="<cell>", mode="exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    exec(compile(tree, "<cell>", "exec"), namespace)
+    if last is not None:
+        value = eval(compile(last, "<cell>", "eval"), namespace)
+        if value is not None:
+            print(repr(value))
+
+
+def describe(exc):
+    """The exception as name/value/traceback, without the driver's own frames."""
+    try:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
+            tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except MemoryError:
+        text = f"{type(exc).__name__}: (traceback lost: out of memory)\n"
+    return {"name": type(exc).__name__, "value": str(exc), "traceback": text}
+
+
+def end_output(marker):
+    """Flush the cell's streams, then mark their end on the raw fds."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    data = marker.encode()
+    for fd in (1, 2):
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+
+
+def kill_other_processes():
+    """After an interrupted cell, no stray child (fork bomb, busy loop) may keep running."""
+    for _ in range(50):
+        try:
+            os.kill(-1, signal.SIGKILL)  # every process we may signal, except us and pid 1
+        except ProcessLookupError:
+            break
+        except OSError:
+            break
+        reap_children()
+        time.sleep(0.01)
+    reap_children()
+
+
+def reap_children():
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def resolve(path):
+    return path if os.path.isabs(path) else os.path.join(SCRATCH, path)
+
+
+def snapshot_files():
+    files = {}
+    for root, dirs, names in os.walk(SCRATCH):
+        for name in names:
+            full = os.path.join(root, name)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            files[os.path.relpath(full, SCRATCH)] = (st.st_size, st.st_mtime_ns)
+            if len(files) >= MAX_LISTED_FILES:
+                return files
+    return files
+
+
+def changed_files(before, after):
+    return [{"path": p, "size": meta[0]} for p, meta in sorted(after.items()) if before.get(p) != meta]
+
+
+def main():
+    event_fd = int(sys.argv[1])
+    channel = Channel(os.dup(0), os.dup(event_fd))  # dup'ed fds are close-on-exec
+    os.close(event_fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # input() in a cell must not eat our commands
+    os.close(null)
+    signal.signal(signal.SIGXCPU, _on_sigxcpu)
+    os.chdir(SCRATCH)
+    sys.argv = [""]
+    sys.path.insert(0, SCRATCH)
+    Driver(channel).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,668 @@
+"""The local backend: one bubblewrap jail per session, one Python interpreter inside it.
+
+Isolation (bubblewrap): new user, pid, net, ipc, uts, mount and cgroup namespaces; the sandbox
+runs as uid 1000 with no capabilities; only /usr, the /lib* and /bin links and the Python
+install prefix are visible, read-only; the root, /dev and /etc are read-only; the only writable
+places are size-capped tmpfs mounts (/scratch, /tmp, /dev/shm); the environment is rebuilt from
+nothing. Limits: rlimits set on the way into bwrap (inherited by everything inside), a cgroup for
+processes and total memory when the host lets us create one, and wall-clock/output caps enforced
+here on the host side, which the code inside cannot touch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import codecs
+import contextlib
+import functools
+import itertools
+import json
+import os
+import resource
+import secrets
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolrail.sandbox._cgroup import Cgroup, create_cgroup
+from toolrail.sandbox.base import (
+    DoneEvent,
+    ExecError,
+    FileInfo,
+    RunResult,
+    Sandbox,
+    SandboxError,
+    SandboxEvent,
+    SandboxLimits,
+    StderrEvent,
+    StdoutEvent,
+)
+
+BWRAP_MISSING = (
+    "bubblewrap (bwrap) is not installed or not on PATH; the local sandbox needs it. "
+    "Install the Debian package bubblewrap: apt-get install bubblewrap "
+    "(or set TOOLRAIL_SANDBOX=e2b to run code on E2B instead)."
+)
+SANDBOX_UID = 1000
+SCRATCH = "/scratch"
+DRIVER_IN_SANDBOX = "/opt/toolrail/driver.py"
+DRIVER_ON_HOST = Path(__file__).with_name("_driver.py")
+READ_CHUNK = 64 * 1024
+START_TIMEOUT_S = 15.0
+REQUEST_TIMEOUT_S = 60.0
+MARKER_DRAIN_S = 2.0
+TRUNCATION_NOTE = "\n[toolrail: output truncated after {n} bytes]\n"
+
+
+def find_bwrap() -> str:
+    """The bwrap binary, or a SandboxError that says how to install it."""
+    path = os.environ.get("TOOLRAIL_BWRAP") or shutil.which("bwrap")
+    if not path or not os.access(path, os.X_OK):
+        raise SandboxError(BWRAP_MISSING)
+    return path
+
+
+def sandbox_python() -> tuple[Path, Path]:
+    """(install prefix, interpreter) of the Python running us: the sandbox reuses it read-only."""
+    prefix = Path(sys.base_prefix).resolve()
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (prefix / "bin" / version, prefix / "bin" / "python3"):
+        if candidate.exists():
+            return prefix, candidate
+    raise SandboxError(f"no Python interpreter found under {prefix}/bin for the sandbox")
+
+
+# --- output handling -------------------------------------------------------------------------
+
+
+class OutputStream:
+    """One stream (stdout or stderr) of one run: finds the end marker, caps and decodes."""
+
+    def __init__(self, marker: bytes, cap: int):
+        self.marker, self.cap = marker, cap
+        self.pending = b""
+        self.ended = False
+        self.kept = 0
+        self.seen = 0
+        self.truncated = False
+        self.parts: list[str] = []
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed(self, chunk: bytes) -> str:
+        """Take raw bytes; return the text to show now (possibly empty)."""
+        if self.ended:
+            return ""  # output of background processes after the cell ended: not this run's
+        data = self.pending + chunk
+        index = data.find(self.marker)
+        if index >= 0:
+            self.pending, self.ended = b"", True
+            return self._take(data[:index], final=True)
+        split = len(data) - _partial_marker_length(data, self.marker)
+        self.pending = data[split:]  # a marker may be split across reads: hold only that part
+        return self._take(data[:split], final=False)
+
+    def finish(self) -> str:
+        """The stream ended without its marker (the interpreter died): flush what is left."""
+        if self.ended:
+            return ""
+        self.ended = True
+        data, self.pending = self.pending, b""
+        return self._take(data, final=True)
+
+    def _take(self, data: bytes, final: bool) -> str:
+        self.seen += len(data)
+        if self.truncated:
+            return ""
+        room = self.cap - self.kept
+        piece = data[:room]
+        self.kept += len(piece)
+        cut = len(piece) < len(data)
+        text = self.decoder.decode(piece, final=final or cut)
+        if cut:
+            self.truncated = True
+            text += TRUNCATION_NOTE.format(n=self.cap)
+        if text:
+            self.parts.append(text)
+        return text
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _partial_marker_length(data: bytes, marker: bytes) -> int:
+    """Length of the longest end of `data` that is a start of `marker` (0 almost always)."""
+    start = data.rfind(marker[:1], max(0, len(data) - len(marker) + 1))
+    while start >= 0:
+        if marker.startswith(data[start:]):
+            return len(data) - start
+        start = data.rfind(marker[:1], max(0, len(data) - len(marker) + 1), start)
+    return 0
+
+
+# --- one interpreter process -------------------------------------------------------------------
+
+
+@dataclass
+class Interpreter:
+    """A running bwrap + driver pair and the tasks that pump its pipes into one queue."""
+
+    process: asyncio.subprocess.Process
+    events: asyncio.StreamReader
+    queue: asyncio.Queue
+    cgroup: Cgroup | None
+    workdir: Path
+    pumps: list[asyncio.Task] = field(default_factory=list)
+    alive: bool = True
+    oom_kills_at_start: int = 0
+
+    async def send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode()
+        stdin = self.process.stdin
+        assert stdin is not None
+        stdin.write(struct.pack(">I", len(data)) + data)
+        await stdin.drain()
+
+    async def kill(self) -> int | None:
+        """SIGKILL the jail. Killing bwrap kills the pid namespace and so everything in it."""
+        self.alive = False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.process.wait(), 5)
+        await asyncio.to_thread(self.cleanup)
+        return self.process.returncode
+
+    def stop_pumps(self) -> None:
+        for task in self.pumps:
+            task.cancel()
+
+    def cleanup(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.destroy()
+            self.cgroup = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+async def _pump_stream(reader: asyncio.StreamReader, kind: str, queue: asyncio.Queue) -> None:
+    while chunk := await reader.read(READ_CHUNK):
+        await queue.put((kind, chunk))
+    await queue.put(("eof", kind))
+
+
+async def _pump_events(reader: asyncio.StreamReader, queue: asyncio.Queue, max_frame: int) -> None:
+    try:
+        while True:
+            (size,) = struct.unpack(">I", await reader.readexactly(4))
+            if size > max_frame:
+                raise ValueError(f"event frame of {size} bytes exceeds {max_frame}")
+            await queue.put(("event", json.loads(await reader.readexactly(size))))
+    except asyncio.IncompleteReadError:
+        await queue.put(("exit", None))
+    except (ValueError, UnicodeDecodeError) as exc:
+        await queue.put(("garbage", str(exc)))
+
+
+# --- the sandbox -------------------------------------------------------------------------------
+
+
+class LocalSandbox(Sandbox):
+    """A stateful Python session in a bubblewrap jail on this machine."""
+
+    backend = "local"
+
+    def __init__(self, limits: SandboxLimits | None = None):
+        super().__init__(limits)
+        self.bwrap = find_bwrap()
+        self.python_prefix, self.python = sandbox_python()
+        self.mechanisms: dict[str, str] = {}
+        self._interpreter: Interpreter | None = None
+        self._lost_reason: str | None = None  # why the previous interpreter is gone
+        self._lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+        self._last_used = time.monotonic()
+        self._idle_watch: asyncio.Task | None = None
+        self._closed = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._lock:
+            await self._ensure_interpreter()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._idle_watch is not None:
+            self._idle_watch.cancel()
+            self._idle_watch = None
+        if self._interpreter is not None:
+            interpreter, self._interpreter = self._interpreter, None
+            await interpreter.kill()
+            interpreter.stop_pumps()
+
+    async def _ensure_interpreter(self) -> tuple[Interpreter, bool]:
+        """The live interpreter, starting one if needed; True when this one replaces a lost one."""
+        if self._closed:
+            raise SandboxError("this sandbox session is closed")
+        if self._interpreter is not None and self._interpreter.alive:
+            return self._interpreter, False
+        self._interpreter = await self._spawn()
+        self._last_used = time.monotonic()
+        if self._idle_watch is None:
+            self._idle_watch = asyncio.create_task(self._watch_idle())
+        return self._interpreter, self._lost_reason is not None
+
+    async def _spawn(self) -> Interpreter:
+        limits = self.limits
+        workdir = Path(tempfile.mkdtemp(prefix="toolrail-sandbox-"))
+        _write_etc(workdir)
+        cgroup = create_cgroup(limits.max_processes + 2, limits.memory_bytes + self._tmpfs_bytes())
+        self._record_mechanisms(cgroup)
+        read_fd, write_fd = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._bwrap_argv(workdir, write_fd),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(write_fd,),
+                env=_launch_environment(),
+                start_new_session=True,
+                preexec_fn=_limit_launch(limits, cgroup),
+                limit=READ_CHUNK,
+            )
+        except BaseException:
+            os.close(read_fd)
+            if cgroup is not None:
+                cgroup.destroy()
+            raise
+        finally:
+            os.close(write_fd)
+        events = await _stream_reader(read_fd)
+        queue: asyncio.Queue = asyncio.Queue(maxsize=256)
+        interpreter = Interpreter(process, events, queue, cgroup, workdir)
+        interpreter.oom_kills_at_start = cgroup.oom_kills() if cgroup else 0
+        assert process.stdout is not None and process.stderr is not None
+        interpreter.pumps = [
+            asyncio.create_task(_pump_stream(process.stdout, "stdout", queue)),
+            asyncio.create_task(_pump_stream(process.stderr, "stderr", queue)),
+            asyncio.create_task(_pump_events(events, queue, self._max_frame())),
+        ]
+        await self._await_ready(interpreter)
+        return interpreter
+
+    async def _await_ready(self, interpreter: Interpreter) -> None:
+        errors: list[bytes] = []
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                kind, payload = await asyncio.wait_for(interpreter.queue.get(), left)
+            except asyncio.TimeoutError:
+                break
+            if kind == "event" and payload.get("type") == "ready":
+                return
+            if kind == "stderr":
+                errors.append(payload)
+            if kind in ("exit", "garbage"):
+                break
+        await interpreter.kill()
+        interpreter.stop_pumps()
+        detail = b"".join(errors).decode(errors="replace").strip()
+        raise SandboxError(
+            "bubblewrap could not start the sandbox"
+            + (f": {detail}" if detail else f" (exit code {interpreter.process.returncode})")
+            + ". User namespaces must be allowed (sysctl kernel.unprivileged_userns_clone=1 or "
+            "run as root; on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0)."
+        )
+
+    async def _watch_idle(self) -> None:
+        """Close an interpreter nobody used for idle_timeout_s; the next run starts fresh."""
+        idle = self.limits.idle_timeout_s
+        while not self._closed:
+            await asyncio.sleep(min(idle, 5.0))
+            unused = time.monotonic() - self._last_used
+            interpreter = self._interpreter
+            if interpreter is not None and interpreter.alive and unused >= idle and not self._lock.locked():
+                self._interpreter = None
+                self._lost_reason = f"the session was idle for {unused:.0f} s and was closed"
+                await interpreter.kill()
+                interpreter.stop_pumps()
+
+    # --- running code --------------------------------------------------------------------
+
+    async def run(self, code: str, *, timeout: float | None = None) -> AsyncIterator[SandboxEvent]:
+        async with self._lock:
+            interpreter, fresh = await self._ensure_interpreter()
+            notes = [f"Fresh interpreter: {self._lost_reason}; earlier variables and files are gone."] if fresh else []
+            self._lost_reason = None
+            finished = False
+            try:
+                async for event in self._execute(interpreter, code, timeout or self.limits.wall_timeout_s):
+                    if isinstance(event, DoneEvent):
+                        event.result.state_reset = fresh
+                        event.result.notes[:0] = notes
+                        finished = True
+                    yield event
+            finally:
+                self._last_used = time.monotonic()
+                if not finished and interpreter.alive:  # the caller walked away mid-run
+                    self._lost_reason = "a run was abandoned before it finished"
+                    await interpreter.kill()
+
+    async def _execute(self, interpreter: Interpreter, code: str, timeout: float) -> AsyncIterator[SandboxEvent]:
+        limits = self.limits
+        cell_id = next(self._ids)
+        marker = f"\x1e[toolrail-end {secrets.token_hex(12)}]\x1e"
+        streams = {k: OutputStream(marker.encode(), limits.max_output_bytes) for k in ("stdout", "stderr")}
+        _drain_stale(interpreter.queue)
+        started = time.monotonic()
+        await interpreter.send(
+            {"op": "exec", "id": cell_id, "code": code, "marker": marker, "cpu_s": limits.cpu_time_s}
+        )
+        deadline, stopping, done, died, stop_reason = started + timeout, False, None, False, None
+        eofs: set[str] = set()
+        while True:
+            if done is not None and all(s.ended for s in streams.values()):
+                break
+            if died and (eofs >= {"stdout", "stderr"}):
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if done is not None or died:
+                    break  # markers or pipe ends never came; take what we have
+                if not stopping:
+                    stop_reason = stop_reason or "timeout"
+                    stopping, deadline = True, time.monotonic() + limits.kill_grace_s
+                    await self._interrupt(interpreter, cell_id, stop_reason)
+                    continue
+                await interpreter.kill()
+                died, deadline = True, time.monotonic() + MARKER_DRAIN_S
+                continue
+            try:
+                kind, payload = await asyncio.wait_for(interpreter.queue.get(), left)
+            except asyncio.TimeoutError:
+                continue
+            if kind in streams:
+                text = streams[kind].feed(payload)
+                if text:
+                    yield (StdoutEvent if kind == "stdout" else StderrEvent)(text=text)
+                seen = sum(s.seen for s in streams.values())
+                if not stopping and seen > limits.max_output_bytes * limits.output_stop_factor:
+                    stop_reason, stopping = "output_limit", True
+                    deadline = time.monotonic() + limits.kill_grace_s
+                    await self._interrupt(interpreter, cell_id, stop_reason)
+            elif kind == "event" and payload.get("id") == cell_id and payload.get("type") == "done":
+                done, deadline = payload, time.monotonic() + MARKER_DRAIN_S
+            elif kind == "eof":
+                eofs.add(payload)
+            elif kind in ("exit", "garbage"):
+                if kind == "garbage":
+                    stop_reason = stop_reason or "crashed"
+                if interpreter.alive:
+                    interpreter.alive = False
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(interpreter.process.wait(), 2)
+                    if interpreter.process.returncode is None:
+                        await interpreter.kill()
+                died, deadline = True, time.monotonic() + MARKER_DRAIN_S
+        for kind, stream in streams.items():
+            if text := stream.finish():
+                yield (StdoutEvent if kind == "stdout" else StderrEvent)(text=text)
+        if died:
+            await interpreter.kill()  # make sure nothing is left, release the cgroup
+            interpreter.stop_pumps()
+        result = self._result(interpreter, streams, done, died, stop_reason, time.monotonic() - started)
+        yield DoneEvent(result=result)
+
+    async def _interrupt(self, interpreter: Interpreter, cell_id: int, reason: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await interpreter.send({"op": "interrupt", "id": cell_id, "reason": reason})
+
+    def _result(
+        self,
+        interpreter: Interpreter,
+        streams: dict[str, OutputStream],
+        done: dict[str, Any] | None,
+        died: bool,
+        stop_reason: str | None,
+        duration_s: float,
+    ) -> RunResult:
+        notes: list[str] = []
+        error = ExecError(**done["error"]) if done and done.get("error") else None
+        if done is not None and not died:
+            reason = done["reason"]
+            if reason == "interrupted":
+                reason = stop_reason or "timeout"
+        else:
+            reason = stop_reason or self._death_reason(interpreter)
+            code = interpreter.process.returncode
+            notes.append(
+                f"The Python interpreter stopped ({reason}, exit status {code}); this session's "
+                "variables and files are lost and the next run starts a fresh interpreter."
+            )
+            self._lost_reason = f"the previous interpreter stopped ({reason})"
+            self._interpreter = None
+        if reason in ("timeout", "output_limit") and error is not None and error.name == "KeyboardInterrupt":
+            error = None  # our own interrupt, not the code's failure; exit_reason says it all
+        if reason == "timeout":
+            notes.append(f"Stopped after the wall-clock limit of {duration_s:.1f} s.")
+        if reason == "output_limit":
+            notes.append("Stopped because it kept printing far beyond the output cap.")
+        if reason == "cpu":
+            notes.append(f"Stopped at the CPU-time limit of {self.limits.cpu_time_s} s.")
+        return RunResult(
+            stdout=streams["stdout"].text,
+            stderr=streams["stderr"].text,
+            error=error,
+            exit_reason=reason,
+            duration_s=round(duration_s, 4),
+            files=[FileInfo(**f) for f in (done or {}).get("files", [])],
+            truncated=any(s.truncated for s in streams.values()),
+            interpreter_lost=died,
+            notes=notes,
+        )
+
+    def _death_reason(self, interpreter: Interpreter) -> str:
+        code = interpreter.process.returncode
+        if interpreter.cgroup is not None and interpreter.cgroup.oom_kills() > interpreter.oom_kills_at_start:
+            return "memory"
+        if code in (128 + signal.SIGXCPU, -signal.SIGXCPU):
+            return "cpu"
+        if code is not None and (code < 0 or code > 128):
+            return "killed"
+        return "crashed"
+
+    # --- files ---------------------------------------------------------------------------
+
+    async def upload(self, path: str, data: bytes) -> None:
+        if len(data) > self.limits.scratch_bytes:
+            raise SandboxError(f"{len(data)} bytes do not fit the {self.limits.scratch_bytes}-byte scratch dir")
+        await self._request({"op": "write", "path": path, "data": base64.b64encode(data).decode()})
+
+    async def download(self, path: str) -> bytes:
+        reply = await self._request({"op": "read", "path": path, "max_bytes": self.limits.scratch_bytes})
+        return base64.b64decode(reply["data"])
+
+    async def list_files(self) -> list[FileInfo]:
+        reply = await self._request({"op": "list"})
+        return [FileInfo(**f) for f in reply["files"]]
+
+    async def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        async with self._lock:
+            interpreter, _ = await self._ensure_interpreter()
+            message["id"] = request_id = next(self._ids)
+            await interpreter.send(message)
+            deadline = time.monotonic() + REQUEST_TIMEOUT_S
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    kind, payload = await asyncio.wait_for(interpreter.queue.get(), left)
+                except asyncio.TimeoutError:
+                    break
+                if kind == "event" and payload.get("id") == request_id:
+                    self._last_used = time.monotonic()
+                    if payload.get("type") == "error":
+                        raise SandboxError(f"{message['op']} failed in the sandbox: {payload.get('message')}")
+                    return payload
+                if kind in ("exit", "garbage"):
+                    break
+            await interpreter.kill()
+            interpreter.stop_pumps()
+            self._interpreter, self._lost_reason = None, f"the interpreter was lost during a {message['op']} request"
+            raise SandboxError(f"the sandbox interpreter died or hung during a {message['op']} request")
+
+    # --- jail construction ---------------------------------------------------------------
+
+    def _tmpfs_sizes(self) -> dict[str, int]:
+        small = max(1 << 20, min(self.limits.scratch_bytes, 64 << 20))
+        return {SCRATCH: self.limits.scratch_bytes, "/tmp": small, "/dev/shm": small}
+
+    def _tmpfs_bytes(self) -> int:
+        return sum(self._tmpfs_sizes().values()) + (64 << 20)
+
+    def _max_frame(self) -> int:
+        return self.limits.scratch_bytes * 4 // 3 + (1 << 20) + self.limits.max_output_bytes
+
+    def _bwrap_argv(self, workdir: Path, event_fd: int) -> list[str]:
+        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+        if os.geteuid() == 0:
+            argv += ["--cap-drop", "ALL"]
+        if _bwrap_supports(self.bwrap, "--disable-userns"):  # bwrap >= 0.8: no nested userns
+            argv += ["--disable-userns"]
+        argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
+        argv += _system_binds()
+        if not str(self.python_prefix).startswith("/usr/"):
+            argv += ["--ro-bind", str(self.python_prefix), str(self.python_prefix)]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        for target, size in self._tmpfs_sizes().items():
+            argv += ["--size", str(size), "--tmpfs", target]
+        for name in ("passwd", "group", "hosts"):
+            argv += ["--ro-bind", str(workdir / name), f"/etc/{name}"]
+        for name in ("ld.so.cache", "localtime"):
+            argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        argv += ["--ro-bind", str(DRIVER_ON_HOST), DRIVER_IN_SANDBOX]
+        argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", SCRATCH, "--clearenv"]
+        for key, value in self._environment().items():
+            argv += ["--setenv", key, value]
+        return argv + ["--", str(self.python), "-u", "-I", "-B", DRIVER_IN_SANDBOX, str(event_fd)]
+
+    def _environment(self) -> dict[str, str]:
+        return {
+            "PATH": f"{self.python_prefix}/bin:/usr/local/bin:/usr/bin:/bin",
+            "HOME": SCRATCH,
+            "USER": "sandbox",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "TMPDIR": "/tmp",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "MPLBACKEND": "Agg",
+            "TOOLRAIL_SCRATCH": SCRATCH,
+        }
+
+    def _record_mechanisms(self, cgroup: Cgroup | None) -> None:
+        """What enforces each limit on this host, for reports and tests."""
+        applied = cgroup.applied if cgroup else []
+        root = os.geteuid() == 0
+        self.mechanisms = {
+            "network": "bwrap --unshare-net (empty network namespace, own loopback)",
+            "filesystem": "bwrap: read-only binds of /usr, /lib*, python prefix; ro root",
+            "scratch": "bwrap --size --tmpfs (kernel-enforced size cap)",
+            "wall_time": "host timer: interrupt, then SIGKILL of the pid namespace",
+            "cpu_time": "RLIMIT_CPU (per process; soft limit re-armed per run)",
+            "memory": "RLIMIT_AS per process"
+            + (" + cgroup memory limit for the whole jail" if "memory" in applied else ""),
+            "processes": "cgroup pids.max"
+            if "pids" in applied
+            else ("RLIMIT_NPROC" if not root else "NOT ENFORCED (root host without writable cgroup)"),
+            "file_size": "RLIMIT_FSIZE",
+            "output": "host-side cap with truncation marker; run stopped past output_stop_factor",
+        }
+
+
+@functools.cache
+def _bwrap_supports(bwrap: str, option: str) -> bool:
+    try:
+        help_text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return option in help_text
+
+
+def _system_binds() -> list[str]:
+    """/usr read-only, and /bin, /sbin, /lib* as the host has them (links or directories)."""
+    argv = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        host = Path("/") / name
+        if host.is_symlink():
+            argv += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            argv += ["--ro-bind", str(host), f"/{name}"]
+    return argv
+
+
+def _launch_environment() -> dict[str, str]:
+    """bwrap's own environment. Its pid-1 reaper never execs, so the code inside can read this
+    through /proc/1/environ: it must hold nothing from ours (API keys!), not only --clearenv."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+def _write_etc(workdir: Path) -> None:
+    """A minimal /etc: who the sandbox user is, and localhost. Nothing from the host's /etc."""
+    uid = SANDBOX_UID
+    (workdir / "passwd").write_text(f"root:x:0:0:root:/:/bin/false\nsandbox:x:{uid}:{uid}:sandbox:{SCRATCH}:/bin/sh\n")
+    (workdir / "group").write_text(f"root:x:0:\nsandbox:x:{uid}:\n")
+    (workdir / "hosts").write_text("127.0.0.1 localhost sandbox\n::1 localhost\n")
+
+
+def _limit_launch(limits: SandboxLimits, cgroup: Cgroup | None):
+    """Runs in the forked child just before exec of bwrap: rlimits and cgroup are inherited."""
+    join_paths = cgroup.join_file_paths() if cgroup else []
+    nproc = limits.max_processes + 4
+    settings = [
+        (resource.RLIMIT_AS, limits.memory_bytes),
+        (resource.RLIMIT_FSIZE, limits.max_file_bytes),
+        (resource.RLIMIT_CPU, limits.session_cpu_time_s),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NOFILE, 1024),
+    ]
+    set_nproc = os.geteuid() != 0  # root is exempt from RLIMIT_NPROC anyway
+
+    def apply() -> None:
+        for path in join_paths:
+            with open(path, "w") as f:
+                f.write("0")
+        for which, value in settings:
+            resource.setrlimit(which, (value, value))
+        if set_nproc:
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+
+    return apply
+
+
+async def _stream_reader(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+    return reader
+
+
+def _drain_stale(queue: asyncio.Queue) -> None:
+    """Drop output that background processes wrote between runs; it belongs to no run."""
+    kept = []
+    while not queue.empty():
+        item = queue.get_nowait()
+        if item[0] in ("eof", "exit", "garbage"):
+            kept.append(item)
+    for item in kept:
+        queue.put_nowait(item)
