@@ -1,8 +1,11 @@
 """The toolrail agent graph.
 
-    START -> planner -> validate -> (Send one task per call) tools -> planner -> ... -> END
-                ^           |
+    START -> planner -> validate -> (Send one task per call) tools   -> planner -> ... -> END
+                ^           |                                   sandbox -> planner
                 +-- invalid: errors go back to the model, within the retry budget
+
+`run_python` calls go to the sandbox node (isolated, one stateful session per thread); every
+other call goes to the tools node.
 
 While the planner streams, calls whose arguments are complete start at once (speculation);
 the tools tasks then await those instead of starting them again.
@@ -22,10 +25,15 @@ from toolrail.models import default_model
 from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
 from toolrail.nodes.tools import make_tool_runner
 from toolrail.nodes.validate import make_validate, route_after_validate
+from toolrail.nodes.sandbox import make_sandbox_node
+from toolrail.sandbox.sessions import SandboxSessions
 from toolrail.speculation import Speculation
 from toolrail.state import AgentState
 from toolrail.tools.demo import demo_tools
-from toolrail.tools.registry import ToolRegistry
+from toolrail.tools.registry import ToolRegistry, all_tools
+from toolrail.tools.sandbox_tools import sandbox_tools
+
+DEFAULT_TOOLS = all_tools(demo_tools, sandbox_tools)
 
 
 def route_after_planner(state: AgentState) -> str:
@@ -43,9 +51,10 @@ def build_graph(
     tool_timeout: float = DEFAULT_TOOL_TIMEOUT_S,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     speculative: bool = True,
+    sandboxes: SandboxSessions | None = None,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
 ):
-    tools = demo_tools if tools is None else tools
+    tools = DEFAULT_TOOLS if tools is None else tools
     model = default_model() if model is None else model
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -58,10 +67,16 @@ def build_graph(
     builder.add_node("validate", make_validate(tools, speculation, max_retries))
     builder.add_node("tools", make_tool_runner(tools, executor, speculation))
 
+    executors = ["tools"]
+    if any(tool.target == "sandbox" for tool in tools):
+        builder.add_node("sandbox", make_sandbox_node(sandboxes or SandboxSessions()))
+        executors.append("sandbox")
+
     builder.add_edge(START, "planner")
     builder.add_conditional_edges("planner", route_after_planner, ["validate", END])
-    builder.add_conditional_edges("validate", route_after_validate, ["planner", "tools", END])
-    builder.add_edge("tools", "planner")
+    builder.add_conditional_edges("validate", route_after_validate, ["planner", *executors, END])
+    for executor_node in executors:
+        builder.add_edge(executor_node, "planner")
     return builder.compile(checkpointer=checkpointer, name="toolrail")
 
 

@@ -10,7 +10,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from conftest import client_for
-from toolrail.graphs.agent import build_graph
+from toolrail.graphs.agent import DEFAULT_TOOLS, build_graph
 from toolrail.tools.demo import demo_tools
 from toolrail.tools.registry import ToolRegistry, all_tools
 from toolrail.testing.openai_server import ScriptedReply, answer, call, calls
@@ -36,10 +36,10 @@ async def test_request_carries_strict_tool_schemas_and_parallel_calls(openai_ser
     assert body["parallel_tool_calls"] is True
     assert body.get("stream", False) is streaming
     sent = {t["function"]["name"]: t["function"] for t in body["tools"]}
-    assert set(sent) == {"get_weather", "search_flights", "estimate_trip_cost"}
+    assert set(sent) == {"get_weather", "search_flights", "estimate_trip_cost", "run_python"}
     for name, function in sent.items():
         assert function["strict"] is True
-        assert function["parameters"] == demo_tools.get(name).parameters
+        assert function["parameters"] == DEFAULT_TOOLS.get(name).parameters
         assert function["parameters"]["additionalProperties"] is False
 
 

@@ -41,7 +41,8 @@ async def test_exception_reports_traceback_and_keeps_session(sandbox):
     result = await sandbox.run_to_end("def f():\n    return 1 / 0\nf()")
     assert result.exit_reason == "error" and not result.interpreter_lost
     assert result.error is not None and result.error.name == "ZeroDivisionError"
-    assert 'File "<cell>", line 2, in f' in result.error.traceback
+    assert 'File "<cell 2>", line 2, in f' in result.error.traceback
+    assert "return 1 / 0" in result.error.traceback  # source lines, from linecache
     assert "_driver" not in result.error.traceback
     assert (await sandbox.run_to_end("print(value)")).stdout == "7\n"
 

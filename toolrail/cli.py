@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tool-timeout", type=_positive_float, default=30.0, help="default per-call timeout, seconds")
     run.add_argument("--max-concurrency", type=_positive_int, default=64, help="calls running at once, at most (default 64)")
     run.add_argument("--no-speculation", action="store_true", help="start calls only once the whole reply has arrived")
+    run.add_argument("--file", action="append", default=[], metavar="PATH", help="hand this file to the sandbox (repeatable)")
+    run.add_argument("--out", default=".toolrail/files", metavar="DIR", help="where files the sandbox produces are saved")
+    run.add_argument("--sandbox", choices=["local", "e2b"], help="sandbox backend (default: TOOLRAIL_SANDBOX or local)")
     return parser
 
 
@@ -97,16 +100,21 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
     from toolrail.checkpoints import open_checkpointer
     from toolrail.graphs.agent import build_graph
     from toolrail.models import model_for_prompt
+    from toolrail.sandbox import make_sandbox
+    from toolrail.sandbox.sessions import SandboxSessions
 
     if not args.prompt.strip():
         raise CliError("the prompt is empty")
     model, model_label = model_for_prompt(args.prompt, args.model, recorded=args.recorded)
     thread_id = args.thread or f"run-{uuid.uuid4().hex[:12]}"
     db_path = args.db or os.environ.get("TOOLRAIL_DB") or DEFAULT_DB
-    async with open_checkpointer(db_path) as checkpointer:
+    sessions = SandboxSessions(
+        factory=lambda: make_sandbox(args.sandbox), inputs=_input_files(args.file, model), output_dir=Path(args.out)
+    )
+    async with open_checkpointer(db_path) as checkpointer, sessions:
         graph = build_graph(
             model=model, checkpointer=checkpointer, max_retries=args.max_retries, tool_timeout=args.tool_timeout,
-            max_concurrency=args.max_concurrency, speculative=not args.no_speculation,
+            max_concurrency=args.max_concurrency, speculative=not args.no_speculation, sandboxes=sessions,
         )
         config = {"configurable": {"thread_id": thread_id}}
         renderer = RunRenderer(console, model_label=model_label, thread_id=thread_id, quiet=args.json)
@@ -123,6 +131,19 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
         sys.stderr.write(f"toolrail: run stopped ({state['failure']['reason']}): {state['failure']['message']}\n")
         return 1
     return 0
+
+
+def _input_files(paths: list[str], model: object) -> dict[str, bytes]:
+    """--file paths, or the files a recorded transcript ships with when none are given."""
+    if not paths:
+        transcript = getattr(model, "transcript", None)
+        return transcript.input_files() if transcript is not None else {}
+    files = {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise CliError(f"--file {path}: no such file")
+        files[path.name] = path.read_bytes()
+    return files
 
 
 if __name__ == "__main__":

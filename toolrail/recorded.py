@@ -41,6 +41,11 @@ class Transcript(BaseModel):
     description: str
     prompt: str
     turns: list[RecordedTurn]
+    inputs: list[str] = Field(default_factory=list)  # files shipped beside it, handed to the sandbox
+
+    def input_files(self) -> dict[str, bytes]:
+        folder = resources.files("toolrail").joinpath("recorded")
+        return {name: folder.joinpath(name).read_bytes() for name in self.inputs}
 
 
 def load_transcript(name_or_path: str) -> Transcript:
@@ -54,7 +59,10 @@ def load_transcript(name_or_path: str) -> Transcript:
 
 def available_transcripts() -> list[Transcript]:
     folder = resources.files("toolrail").joinpath("recorded")
-    return [Transcript.model_validate_json(f.read_text()) for f in folder.iterdir() if f.name.endswith(".json")]
+    return sorted(
+        (Transcript.model_validate_json(f.read_text()) for f in folder.iterdir() if f.name.endswith(".json")),
+        key=lambda t: t.name,
+    )
 
 
 def _normalise(text: str) -> str:

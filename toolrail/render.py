@@ -9,7 +9,9 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.padding import Padding
 from rich.panel import Panel
+from rich.syntax import Syntax
 from rich.text import Text
 
 
@@ -46,7 +48,12 @@ class RunRenderer:
             return
         self.print(Text(f"\nplanner · turn {self.turn} · {len(calls)} tool call(s)", style="bold"))
         for call in calls:
-            self.print(Text(f"  → {call['name']}({call['arguments']})", style="white"))
+            code = _code_of(call)
+            if code is None:
+                self.print(Text(f"  → {call['name']}({call['arguments']})", style="white"))
+            else:
+                self.print(Text(f"  → {call['name']}:", style="white"))
+                self.print(Padding(Syntax(code, "python", theme="ansi_dark", line_numbers=False), (0, 0, 0, 6)))
 
     def _on_validate(self, update: dict) -> None:
         for verdict in update.get("verdicts", []):
@@ -70,6 +77,8 @@ class RunRenderer:
             preview = result["content"] if len(result["content"]) < 100 else result["content"][:97] + "..."
             flag = " (speculative)" if result.get("speculative") else ""
             self.print(Text(f"  ⚙ {result['name']} {result['status']} in {result['duration_s'] * 1000:.1f} ms{flag}: {preview}", style=style))
+            for path in result.get("sandbox", {}).get("saved", []):
+                self.print(Text(f"    ⇩ produced file saved to {path}", style="bold cyan"))
 
     _on_sandbox = _on_tools
 
@@ -101,6 +110,17 @@ class RunRenderer:
         if answer and not state.get("failure"):
             self.print(Panel(Markdown(answer), title="answer", border_style="green"))
         self.print(Text(f"thread {self.thread_id} · checkpoints in {db_path} · continue with: toolrail run --thread {self.thread_id} \"...\"", style="dim"))
+
+
+def _code_of(call: dict) -> str | None:
+    """Code sent to the sandbox reads better as code than as an escaped JSON string."""
+    if call["name"] != "run_python":
+        return None
+    try:
+        code = json.loads(call["arguments"]).get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def final_answer(state: dict) -> str | None:

@@ -7,7 +7,7 @@ Everything here is plain JSON-able data (TypedDicts), so SQLite and Postgres che
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -50,6 +50,7 @@ class CallResult(TypedDict):
     started_at: float
     duration_s: float
     speculative: bool
+    sandbox: NotRequired[dict[str, Any]]  # sandbox runs: the structured RunResult and saved files
 
 
 class RunFailure(TypedDict):

@@ -12,6 +12,7 @@ Frame: 4-byte big-endian length, then UTF-8 JSON.
 import ast
 import base64
 import json
+import linecache
 import os
 import queue
 import resource
@@ -176,15 +177,22 @@ class Driver:
         resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
+CELLS = iter(range(1, 1 << 62))
+
+
 def run_cell(code, namespace):
     """Exec the cell; like a REPL, echo the value of a final bare expression."""
-    tree = ast.parse(code, filename="<cell>", mode="exec")
+    # Each cell gets its own name in linecache, so tracebacks show the source lines, also for
+    # functions defined in an earlier cell.
+    name = f"<cell {next(CELLS)}>"
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    tree = ast.parse(code, filename=name, mode="exec")
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
-    exec(compile(tree, "<cell>", "exec"), namespace)
+    exec(compile(tree, name, "exec"), namespace)
     if last is not None:
-        value = eval(compile(last, "<cell>", "eval"), namespace)
+        value = eval(compile(last, name, "eval"), namespace)
         if value is not None:
             print(repr(value))
 
@@ -193,7 +201,7 @@ def describe(exc):
     """The exception as name/value/traceback, without the driver's own frames."""
     try:
         tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
+        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
             tb = tb.tb_next
         text = "".join(traceback.format_exception(type(exc), exc, tb))
     except MemoryError:

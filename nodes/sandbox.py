@@ -1,0 +1,53 @@
+"""sandbox: run one validated `run_python` call in the thread's sandbox session.
+
+Reads the task's `call`; writes one ToolMessage and one `results` entry carrying the sandbox's
+structured result (stdout, stderr, error, exit reason, duration, produced files). stdout and
+stderr chunks are streamed live through LangGraph's `custom` stream mode as they are printed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
+
+from toolrail.execution import Outcome
+from toolrail.nodes.tools import tool_outcome
+from toolrail.sandbox import RunResult, SandboxError
+from toolrail.sandbox.sessions import SandboxSessions
+from toolrail.speculation import thread_of
+from toolrail.state import CallTask
+
+_STATUS = {"ok": "ok", "timeout": "timeout"}
+
+
+def make_sandbox_node(sessions: SandboxSessions):
+    async def sandbox(task: CallTask, config: RunnableConfig) -> dict[str, Any]:
+        call, thread = task["call"], thread_of(config)
+        started, clock = time.time(), time.perf_counter()
+        try:
+            result = await _run_streaming(sessions, thread, call, get_stream_writer())
+            saved = await sessions.collect(thread, result.files)
+        except SandboxError as exc:  # the sandbox itself cannot work: say so, keep the run going
+            outcome = Outcome("error", f"Error: the sandbox is unavailable: {exc}", started, time.perf_counter() - clock)
+            return tool_outcome(call, outcome)
+        content = result.render() + "".join(f"\n[saved] {path}" for path in saved)
+        outcome = Outcome(_STATUS.get(result.exit_reason, "error"), content, started, time.perf_counter() - clock)
+        update = tool_outcome(call, outcome)
+        update["results"][0]["sandbox"] = {**result.model_dump(mode="json"), "saved": [str(p) for p in saved]}
+        return update
+
+    return sandbox
+
+
+async def _run_streaming(sessions: SandboxSessions, thread: str, call: dict, write: Any) -> RunResult:
+    session = await sessions.get(thread)
+    result = None
+    async for event in session.run(call["args"]["code"], timeout=float(call["args"].get("timeout_s") or 30)):
+        if event.type == "done":
+            result = event.result
+        else:
+            write({"type": "sandbox_output", "call_id": call["id"], "stream": event.type, "text": event.text})
+    return result
