@@ -97,7 +97,7 @@ def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thr
     if tool is None:
         return
     try:
-        args = tool.validate(call["arguments"]).model_dump(mode="json")
+        args = tool.validate(call["arguments"]).model_dump(mode="json", by_alias=True)
     except InvalidToolCall:
         return  # the validate node will report it; nothing starts
     if speculation.start(thread, call["id"], tool, args):

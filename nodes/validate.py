@@ -67,7 +67,7 @@ def _check(tools: ToolRegistry, call: RawCall) -> tuple[ValidatedCall | None, In
         args = tool.validate(call["arguments"])
     except InvalidToolCall as exc:
         return None, exc
-    validated = ValidatedCall(id=call["id"], name=tool.name, args=args.model_dump(mode="json"), target=tool.target)
+    validated = ValidatedCall(id=call["id"], name=tool.name, args=args.model_dump(mode="json", by_alias=True), target=tool.target)
     return validated, None
 
 

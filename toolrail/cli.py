@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--file", action="append", default=[], metavar="PATH", help="hand this file to the sandbox (repeatable)")
     run.add_argument("--out", default=".toolrail/files", metavar="DIR", help="where files the sandbox produces are saved")
     run.add_argument("--sandbox", choices=["local", "e2b"], help="sandbox backend (default: TOOLRAIL_SANDBOX or local)")
+    suite = commands.add_parser("conformance", help="run a BFCL-format suite through the graph")
+    suite.add_argument("path", help="folder with BFCL_v4_<category>.json and possible_answer/")
+    suite.add_argument("--category", action="append", default=[], help="only these categories (repeatable)")
+    suite.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return parser
 
 
@@ -93,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 async def _dispatch(args: argparse.Namespace, console: Console) -> int:
     if args.command == "run":
         return await run_command(args, console)
+    if args.command == "conformance":
+        return await conformance_command(args, console)
     raise CliError(f"unknown command {args.command!r}")
 
 
@@ -131,6 +137,21 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
         sys.stderr.write(f"toolrail: run stopped ({state['failure']['reason']}): {state['failure']['message']}\n")
         return 1
     return 0
+
+
+async def conformance_command(args: argparse.Namespace, console: Console) -> int:
+    from toolrail.conformance import conformance
+    from toolrail.render import conformance_table
+
+    try:
+        report = await conformance(Path(args.path), args.category or None)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        console.print(conformance_table(report))
+    return 0 if report["passed"] else 1
 
 
 def _input_files(paths: list[str], model: object) -> dict[str, bytes]:

@@ -12,6 +12,7 @@ from rich.markdown import Markdown
 from rich.padding import Padding
 from rich.panel import Panel
 from rich.syntax import Syntax
+from rich.table import Table
 from rich.text import Text
 
 
@@ -145,3 +146,16 @@ def state_as_json(state: dict, thread_id: str) -> dict[str, Any]:
     for key, value in state.items():
         out[key] = [message_as_json(m) for m in value] if key == "messages" else value
     return json.loads(json.dumps(out, default=str))
+
+
+def conformance_table(report: dict[str, Any]) -> Table:
+    verdict = "[green]PASSED[/]" if report["passed"] else "[red]FAILED[/]"
+    table = Table(title=f"conformance through the graph: {verdict} in {report['seconds']} s")
+    for column in ("category", "cases", "accepted", "mutants", "rejected", "non-strict", "conflicts", "failures"):
+        table.add_column(column, justify="right" if column != "category" else "left")
+    rows = [*report["categories"].items(), ("total", report["total"])]
+    for name, r in rows:
+        failures = ", ".join(sorted({f["id"] for f in r["failures"]})[:8]) or "0"
+        table.add_row(name, str(r["cases"]), str(r["accepted"]), str(r["mutants"]), str(r["rejected"]),
+                      str(r["non_strict_tools"]), ", ".join(r["schema_conflicts"]) or "0", failures)
+    return table

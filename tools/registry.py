@@ -88,7 +88,7 @@ class Tool:
 
     async def run(self, args: BaseModel, threads: Executor | None = None) -> Any:
         """Run the implementation; a sync one goes to `threads` so the event loop stays free."""
-        fields = {name: getattr(args, name) for name in type(args).model_fields}
+        fields = {(info.alias or name): getattr(args, name) for name, info in type(args).model_fields.items()}
         if threads is not None and isinstance(self.runnable, StructuredTool) and self.runnable.coroutine is None:
             context = contextvars.copy_context()
             call = functools.partial(context.run, self.runnable.invoke, fields)
@@ -220,7 +220,7 @@ def _field_errors(exc: ValidationError, model: type[BaseModel]) -> list[FieldErr
         if err["type"] == "missing":
             errors.append(FieldError(path, "required argument is missing", kind="missing"))
         elif err["type"] == "extra_forbidden":
-            allowed = ", ".join(model.model_fields) if len(err["loc"]) == 1 else None
+            allowed = ", ".join(i.alias or n for n, i in model.model_fields.items()) if len(err["loc"]) == 1 else None
             hint = f"; this tool takes: {allowed}" if allowed else ""
             errors.append(FieldError(path, f"unknown argument{hint}", got=err["input"], kind="extra"))
         else:
