@@ -117,14 +117,19 @@ def test_changed_arguments_are_not_reused():
     assert asyncio.run(scenario()).cancelled == ["a"]
 
 
-def _fan_out_registry(in_flight: list[int], peak: list[int], sync: bool) -> ToolRegistry:
+def _fan_out_registry(in_flight: list[int], peak: list[int], sync: bool, cap: int) -> ToolRegistry:
+    """Calls hold their slot until `cap` of them run at once (or 5 s pass), so reaching the cap
+    does not depend on how fast threads start on a loaded machine."""
     lock = threading.Lock()
+    full = threading.Event()
     registry = ToolRegistry()
 
     def enter():
         with lock:
             in_flight[0] += 1
             peak[0] = max(peak[0], in_flight[0])
+            if in_flight[0] >= cap:
+                full.set()
 
     def leave():
         with lock:
@@ -133,15 +138,19 @@ def _fan_out_registry(in_flight: list[int], peak: list[int], sync: bool) -> Tool
     if sync:
         def work(n: int) -> int:
             enter()
-            time.sleep(0.1)
+            full.wait(5)
+            time.sleep(0.01)
             leave()
             return n
     else:
         async def work(n: int) -> int:
             enter()
-            await asyncio.sleep(0.1)
+            while not full.is_set() and time.perf_counter() - started < 5:
+                await asyncio.sleep(0.005)
             leave()
             return n
+
+        started = time.perf_counter()
 
     registry.register(work, name="work", description="Some work.")
     return registry
@@ -151,7 +160,7 @@ def _fan_out_registry(in_flight: list[int], peak: list[int], sync: bool) -> Tool
 @pytest.mark.parametrize("cap", [100, 10])
 async def test_a_hundred_calls_fan_out_under_the_concurrency_cap(openai_server, sync, cap):
     in_flight, peak = [0], [0]
-    registry = _fan_out_registry(in_flight, peak, sync)
+    registry = _fan_out_registry(in_flight, peak, sync, cap)
     openai_server.script(calls(*[call("work", {"n": i}, id=f"w{i}") for i in range(100)]), answer("done"))
     ticks = []
 
