@@ -21,6 +21,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
 from toolrail.execution import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOOL_TIMEOUT_S, CallExecutor
+from toolrail.ledger import SideEffectLedger
 from toolrail.models import default_model
 from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
 from toolrail.nodes.tools import make_tool_runner
@@ -52,6 +53,7 @@ def build_graph(
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     speculative: bool = True,
     sandboxes: SandboxSessions | None = None,
+    ledger: SideEffectLedger | None = None,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
 ):
     tools = DEFAULT_TOOLS if tools is None else tools
@@ -65,7 +67,7 @@ def build_graph(
     builder = StateGraph(AgentState)
     builder.add_node("planner", make_planner(model, tools, speculation, system_prompt))
     builder.add_node("validate", make_validate(tools, speculation, max_retries))
-    builder.add_node("tools", make_tool_runner(tools, executor, speculation))
+    builder.add_node("tools", make_tool_runner(tools, executor, speculation, ledger))
 
     executors = ["tools"]
     if any(tool.target == "sandbox" for tool in tools):

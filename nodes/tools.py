@@ -2,7 +2,7 @@
 
 Reads the task's `call`; writes one ToolMessage and one timed `results` entry. If the planner
 already started this call speculatively, the running task is awaited instead of starting the
-call again. A tool that raises or times out yields an error message; other calls' tasks are
+call again; a side-effecting call goes through the ledger, so it never runs twice. A tool that raises or times out yields an error message; other calls' tasks are
 unaffected.
 """
 
@@ -14,19 +14,23 @@ from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 
 from toolrail.execution import CallExecutor, Outcome
+from toolrail.ledger import SideEffectLedger
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import CallTask, ValidatedCall
 from toolrail.tools.registry import ToolRegistry
 
 
-def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: Speculation):
+def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: Speculation, ledger: SideEffectLedger | None = None):
     async def run_tool(task: CallTask, config: RunnableConfig) -> dict[str, Any]:
-        call = task["call"]
-        running = speculation.take(thread_of(config), call["id"], call["args"])
+        call, thread = task["call"], thread_of(config)
+        tool = tools.get(call["name"])
+        running = speculation.take(thread, call["id"], call["args"])
         if running is not None:
             outcome = await running
+        elif tool.side_effects and ledger is not None:
+            outcome = await ledger.run_once(thread, call["id"], tool.name, lambda: executor.execute(tool, call["args"]))
         else:
-            outcome = await executor.execute(tools.get(call["name"]), call["args"])
+            outcome = await executor.execute(tool, call["args"])
         return tool_outcome(call, outcome, speculative=running is not None)
 
     return run_tool

@@ -1,7 +1,8 @@
-"""Where runs are checkpointed: a SQLite file by default."""
+"""Where runs are checkpointed: a SQLite file by default, Postgres for many workers."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,18 +10,66 @@ from pathlib import Path
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from toolrail.errors import ConfigError
+from toolrail.ledger import SideEffectLedger
+
+DEFAULT_DB = ".toolrail/checkpoints.sqlite"
+
+
+def checkpoint_location(flag: str | None = None) -> str:
+    """--db, else TOOLRAIL_CHECKPOINT_URL (Postgres), else TOOLRAIL_DB, else the default file."""
+    return flag or os.environ.get("TOOLRAIL_CHECKPOINT_URL") or os.environ.get("TOOLRAIL_DB") or DEFAULT_DB
+
+
+def is_postgres(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
 
 
 @asynccontextmanager
 async def open_checkpointer(location: str) -> AsyncIterator[BaseCheckpointSaver]:
+    if is_postgres(location):
+        async with _postgres(location) as saver:
+            yield saver
+        return
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+    path = _sqlite_path(location)
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        yield saver
+
+
+@asynccontextmanager
+async def _postgres(url: str) -> AsyncIterator[BaseCheckpointSaver]:
+    try:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    except ImportError:
+        raise ConfigError("Postgres checkpoints need the postgres extra: pip install 'toolrail[postgres]'") from None
+    import psycopg
+
+    try:
+        async with AsyncPostgresSaver.from_conn_string(url) as saver:
+            await saver.setup()
+            yield saver
+    except psycopg.OperationalError as exc:
+        raise ConfigError(f"cannot use the Postgres checkpoint database: {str(exc).strip().splitlines()[0]}") from None
+
+
+def open_ledger(location: str) -> SideEffectLedger:
+    """The side-effect ledger lives beside the SQLite checkpoints (or in TOOLRAIL_LEDGER)."""
+    explicit = os.environ.get("TOOLRAIL_LEDGER")
+    if explicit:
+        return SideEffectLedger(_sqlite_path(explicit))
+    if is_postgres(location):
+        return SideEffectLedger(_sqlite_path(".toolrail/side-effects.sqlite"))
+    path = _sqlite_path(location)
+    return SideEffectLedger(path.with_name(path.stem + "-side-effects.sqlite"))
+
+
+def _sqlite_path(location: str) -> Path:
     path = Path(location)
+    if path.is_dir():
+        raise ConfigError(f"the checkpoint path {path} is a folder; give a file path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the checkpoint folder {path.parent}: {exc.strerror}") from None
-    if path.is_dir():
-        raise ConfigError(f"the checkpoint path {path} is a folder; give a file path")
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-        yield saver
+        raise ConfigError(f"cannot create the folder {path.parent}: {exc.strerror}") from None
+    return path

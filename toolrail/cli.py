@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
-import os
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from rich.console import Console
 from toolrail.errors import ToolrailError
 from toolrail.render import RunRenderer, state_as_json
 
-DEFAULT_DB = ".toolrail/checkpoints.sqlite"
+from toolrail.checkpoints import DEFAULT_DB
 TRIP_PROMPT = "Plan a trip from SF to NYC. What's the weather there and find me flights."
 
 
@@ -57,23 +59,46 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _graph_options() -> argparse.ArgumentParser:
+    """Flags shared by every command that runs the graph."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--model", help="model name for the OpenAI-compatible endpoint (or TOOLRAIL_MODEL)")
+    options.add_argument("--recorded", action="store_true", help="use the recorded model even if a key is set")
+    options.add_argument("--json", action="store_true", help="print the final state as JSON instead of the live view")
+    options.add_argument("--db", default=None, help=f"SQLite file or postgresql:// URL (default: TOOLRAIL_CHECKPOINT_URL, TOOLRAIL_DB or {DEFAULT_DB})")
+    options.add_argument("--max-retries", type=_non_negative_int, default=2, help="invalid turns the model may retry (default 2)")
+    options.add_argument("--tool-timeout", type=_positive_float, default=30.0, help="default per-call timeout, seconds")
+    options.add_argument("--max-concurrency", type=_positive_int, default=64, help="calls running at once, at most (default 64)")
+    options.add_argument("--no-speculation", action="store_true", help="start calls only once the whole reply has arrived")
+    options.add_argument("--file", action="append", default=[], metavar="PATH", help="hand this file to the sandbox (repeatable)")
+    options.add_argument("--out", default=".toolrail/files", metavar="DIR", help="where files the sandbox produces are saved")
+    options.add_argument("--sandbox", choices=["local", "e2b"], help="sandbox backend (default: TOOLRAIL_SANDBOX or local)")
+    options.add_argument("--tools", action="append", default=[], metavar="MODULE:NAME", help="also offer the tools of this ToolRegistry (repeatable)")
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="toolrail", description="Production tool use for LLMs, on LangGraph.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = commands.add_parser("run", help="run the agent on a prompt")
+    options = _graph_options()
+    run = commands.add_parser("run", parents=[options], help="run the agent on a prompt")
     run.add_argument("prompt", nargs="?", default=TRIP_PROMPT, help="what to ask (default: the trip example)")
     run.add_argument("--thread", help="thread id: reuse one to continue a conversation")
-    run.add_argument("--model", help="model name for the OpenAI-compatible endpoint (or TOOLRAIL_MODEL)")
-    run.add_argument("--recorded", action="store_true", help="use the recorded model even if a key is set")
-    run.add_argument("--json", action="store_true", help="print the final state as JSON instead of the live view")
-    run.add_argument("--db", default=None, help=f"SQLite checkpoint file (default: TOOLRAIL_DB or {DEFAULT_DB})")
-    run.add_argument("--max-retries", type=_non_negative_int, default=2, help="invalid turns the model may retry (default 2)")
-    run.add_argument("--tool-timeout", type=_positive_float, default=30.0, help="default per-call timeout, seconds")
-    run.add_argument("--max-concurrency", type=_positive_int, default=64, help="calls running at once, at most (default 64)")
-    run.add_argument("--no-speculation", action="store_true", help="start calls only once the whole reply has arrived")
-    run.add_argument("--file", action="append", default=[], metavar="PATH", help="hand this file to the sandbox (repeatable)")
-    run.add_argument("--out", default=".toolrail/files", metavar="DIR", help="where files the sandbox produces are saved")
-    run.add_argument("--sandbox", choices=["local", "e2b"], help="sandbox backend (default: TOOLRAIL_SANDBOX or local)")
+    resume = commands.add_parser("resume", parents=[options], help="finish an interrupted run")
+    resume.add_argument("thread")
+    replay = commands.add_parser("replay", parents=[options], help="re-run a thread from one of its checkpoints")
+    replay.add_argument("thread")
+    replay.add_argument("--checkpoint", required=True, help="checkpoint id (see 'toolrail history')")
+    fork = commands.add_parser("fork", parents=[options], help="branch a thread at a checkpoint with an edit, and run it")
+    fork.add_argument("thread")
+    fork.add_argument("--checkpoint", required=True, help="checkpoint id (see 'toolrail history')")
+    fork.add_argument("--message", help="replace the latest user message with this text")
+    fork.add_argument("--tool-result", metavar="CALL_ID=TEXT", help="replace one tool call's result")
+    for name, text in (("history", "list a thread's checkpoints"), ("trace", "draw a thread's run as a timeline")):
+        inspect = commands.add_parser(name, help=text)
+        inspect.add_argument("thread")
+        inspect.add_argument("--db", default=None, help="SQLite file or postgresql:// URL")
+        inspect.add_argument("--json", action="store_true", help="print as JSON")
     suite = commands.add_parser("conformance", help="run a BFCL-format suite through the graph")
     suite.add_argument("path", help="folder with BFCL_v4_<category>.json and possible_answer/")
     suite.add_argument("--category", action="append", default=[], help="only these categories (repeatable)")
@@ -95,48 +120,104 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _dispatch(args: argparse.Namespace, console: Console) -> int:
-    if args.command == "run":
-        return await run_command(args, console)
-    if args.command == "conformance":
-        return await conformance_command(args, console)
-    raise CliError(f"unknown command {args.command!r}")
+    from toolrail import history
+
+    commands = {
+        "run": run_command, "resume": resume_command, "replay": replay_command, "fork": fork_command,
+        "conformance": conformance_command,
+        "history": history.history_command, "trace": history.trace_command,
+    }
+    return await commands[args.command](args, console)
 
 
-async def run_command(args: argparse.Namespace, console: Console) -> int:
-    from toolrail.checkpoints import open_checkpointer
+@asynccontextmanager
+async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tuple[Any, str, str]]:
+    """The graph as the flags describe it: (graph, model label, checkpoint location)."""
+    from toolrail.checkpoints import checkpoint_location, open_checkpointer, open_ledger
     from toolrail.graphs.agent import build_graph
     from toolrail.models import model_for_prompt
     from toolrail.sandbox import make_sandbox
     from toolrail.sandbox.sessions import SandboxSessions
 
-    if not args.prompt.strip():
-        raise CliError("the prompt is empty")
-    model, model_label = model_for_prompt(args.prompt, args.model, recorded=args.recorded)
-    thread_id = args.thread or f"run-{uuid.uuid4().hex[:12]}"
-    db_path = args.db or os.environ.get("TOOLRAIL_DB") or DEFAULT_DB
+    model, model_label = model_for_prompt(prompt, args.model, recorded=args.recorded)
+    location = checkpoint_location(args.db)
     sessions = SandboxSessions(
         factory=lambda: make_sandbox(args.sandbox), inputs=_input_files(args.file, model), output_dir=Path(args.out)
     )
-    async with open_checkpointer(db_path) as checkpointer, sessions:
+    async with open_checkpointer(location) as checkpointer, sessions:
         graph = build_graph(
-            model=model, checkpointer=checkpointer, max_retries=args.max_retries, tool_timeout=args.tool_timeout,
-            max_concurrency=args.max_concurrency, speculative=not args.no_speculation, sandboxes=sessions,
+            model=model, tools=_tools(args.tools), checkpointer=checkpointer, max_retries=args.max_retries,
+            tool_timeout=args.tool_timeout, max_concurrency=args.max_concurrency,
+            speculative=not args.no_speculation, sandboxes=sessions, ledger=open_ledger(location),
         )
-        config = {"configurable": {"thread_id": thread_id}}
-        renderer = RunRenderer(console, model_label=model_label, thread_id=thread_id, quiet=args.json)
-        renderer.start(args.prompt)
-        stream = graph.astream({"messages": [HumanMessage(args.prompt)]}, config, stream_mode=["updates", "custom"])
-        async for mode, chunk in stream:
-            renderer.event(mode, chunk)
-        state = (await graph.aget_state(config)).values
+        yield graph, model_label, location
+
+
+async def stream_and_report(graph: Any, graph_input: Any, config: dict, args: argparse.Namespace, console: Console,
+                            model_label: str, location: str, headline: str) -> int:
+    """Run (or continue) a thread with the live view; print the outcome; the exit code."""
+    thread_id = config["configurable"]["thread_id"]
+    renderer = RunRenderer(console, model_label=model_label, thread_id=thread_id, quiet=args.json)
+    renderer.start(headline)
+    async for mode, chunk in graph.astream(graph_input, config, stream_mode=["updates", "custom"]):
+        renderer.event(mode, chunk)
+    state = (await graph.aget_state({"configurable": {"thread_id": thread_id}})).values
     if args.json:
         print(json.dumps(state_as_json(state, thread_id), indent=2, ensure_ascii=False))
     else:
-        renderer.finish(state, Path(db_path))
+        renderer.finish(state, location)
     if state.get("failure"):
         sys.stderr.write(f"toolrail: run stopped ({state['failure']['reason']}): {state['failure']['message']}\n")
         return 1
     return 0
+
+
+async def run_command(args: argparse.Namespace, console: Console) -> int:
+    if not args.prompt.strip():
+        raise CliError("the prompt is empty")
+    thread_id = args.thread or f"run-{uuid.uuid4().hex[:12]}"
+    async with open_graph(args, args.prompt) as (graph, label, location):
+        config = {"configurable": {"thread_id": thread_id}}
+        return await stream_and_report(graph, {"messages": [HumanMessage(args.prompt)]}, config, args, console, label, location, args.prompt)
+
+
+async def resume_command(args: argparse.Namespace, console: Console) -> int:
+    """Continue from the latest checkpoint: finished calls are not run again (pending writes)."""
+    from toolrail.history import thread_prompt
+
+    prompt = await thread_prompt(args.thread, args.db)
+    async with open_graph(args, prompt) as (graph, label, location):
+        config = {"configurable": {"thread_id": args.thread}}
+        snapshot = await graph.aget_state(config)
+        graph_input = None if snapshot.next else _nothing_to_do(console, args)
+        return await stream_and_report(graph, graph_input, config, args, console, label, location, f"resume {args.thread}")
+
+
+async def replay_command(args: argparse.Namespace, console: Console) -> int:
+    from toolrail.history import checkpoint_config, thread_prompt
+
+    prompt = await thread_prompt(args.thread, args.db)
+    async with open_graph(args, prompt) as (graph, label, location):
+        config = await checkpoint_config(graph, args.thread, args.checkpoint)
+        return await stream_and_report(graph, None, config, args, console, label, location, f"replay {args.thread} from {args.checkpoint}")
+
+
+async def fork_command(args: argparse.Namespace, console: Console) -> int:
+    from toolrail.history import checkpoint_config, edit_at, thread_prompt
+
+    if not args.message and not args.tool_result:
+        raise CliError("fork needs an edit: --message TEXT or --tool-result CALL_ID=TEXT")
+    prompt = await thread_prompt(args.thread, args.db)
+    async with open_graph(args, args.message or prompt) as (graph, label, location):
+        config = await checkpoint_config(graph, args.thread, args.checkpoint)
+        forked = await edit_at(graph, config, message=args.message, tool_result=args.tool_result)
+        return await stream_and_report(graph, None, forked, args, console, label, location, f"fork {args.thread} at {args.checkpoint}")
+
+
+def _nothing_to_do(console: Console, args: argparse.Namespace) -> None:
+    if not args.json:
+        console.print("nothing to resume: the run had already finished")
+    return None
 
 
 async def conformance_command(args: argparse.Namespace, console: Console) -> int:
@@ -152,6 +233,24 @@ async def conformance_command(args: argparse.Namespace, console: Console) -> int
     else:
         console.print(conformance_table(report))
     return 0 if report["passed"] else 1
+
+
+def _tools(specs: list[str]) -> Any:
+    """The default tools plus any `module:name` ToolRegistry given with --tools."""
+    from toolrail.graphs.agent import DEFAULT_TOOLS
+    from toolrail.tools.registry import ToolRegistry, all_tools
+
+    extra = []
+    for spec in specs:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            registry = getattr(importlib.import_module(module_name), attribute or "tools")
+        except (ImportError, AttributeError) as exc:
+            raise CliError(f"--tools {spec}: cannot load it ({exc})") from None
+        if not isinstance(registry, ToolRegistry):
+            raise CliError(f"--tools {spec}: expected a ToolRegistry, got {type(registry).__name__}")
+        extra.append(registry)
+    return all_tools(DEFAULT_TOOLS, *extra) if extra else DEFAULT_TOOLS
 
 
 def _input_files(paths: list[str], model: object) -> dict[str, bytes]:
