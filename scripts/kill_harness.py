@@ -1,0 +1,112 @@
+"""Crash-resume harness: SIGKILL real `toolrail run` processes at random moments, resume them,
+and prove from a side-effect ledger that no result was lost and no side effect happened twice.
+
+    python scripts/kill_harness.py --runs 12 [--seed 7] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from toolrail.testing.openai_server import OpenAICompatibleServer, ScriptedReply, answer, call
+
+ORDERS, KEYS = ("a", "b", "c"), ("x", "y", "z")
+
+
+def reply_for(body: dict) -> ScriptedReply:
+    """Stateless script: every process (first run or resume) gets the reply its history calls for."""
+    thread = next(m["content"] for m in body["messages"] if m["role"] == "user").split()[-1]
+    if any(m["role"] == "assistant" for m in body["messages"]):
+        return answer("all done")
+    charges = [call("charge", {"order": o, "thread": thread}, id=f"charge_{o}") for o in ORDERS]
+    lookups = [call("lookup", {"key": k}, id=f"lookup_{k}") for k in KEYS]
+    return ScriptedReply(tool_calls=charges + lookups)
+
+
+def toolrail(command: list[str], env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toolrail.cli", *command], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def one_run(index: int, workdir: Path, env: dict, rng: random.Random) -> dict:
+    thread = f"kill-{index}"
+    flags = ["--tools", "toolrail.testing.harness_tools:harness_tools", "--db", str(workdir / "runs.sqlite"), "--json"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "toolrail.cli", "run", "--thread", thread, *flags, f"harness run {thread}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    delay = rng.uniform(2.0, 5.0)  # start-up takes ~3 s here; the run itself ~1 s after it
+    time.sleep(delay)
+    killed = process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    effects_before_kill = sum(f" {thread} " in line for line in Path(env["TOOLRAIL_HARNESS_LEDGER"]).read_text().splitlines())
+    resumes = 0
+    while True:
+        resumes += 1
+        done = toolrail(["resume", thread, *flags], env)
+        if done.returncode == 2 and "no thread" in done.stderr:  # killed before its first checkpoint
+            done = toolrail(["run", "--thread", thread, *flags, f"harness run {thread}"], env)
+        if done.returncode == 0 or resumes >= 3:
+            break
+    state = json.loads(done.stdout) if done.returncode == 0 else {}
+    answered = {m["tool_call_id"]: m["content"] for m in state.get("messages", []) if m["type"] == "tool"}
+    expected = [f"charge_{o}" for o in ORDERS] + [f"lookup_{k}" for k in KEYS]
+    return {
+        "thread": thread, "kill_at_s": round(delay, 2), "killed_mid_run": killed, "resumes": resumes,
+        "side_effects_before_kill": effects_before_kill,
+        "finished": done.returncode == 0 and state.get("answer", "").strip() == "all done",
+        "lost": [c for c in expected if c not in answered],
+        "unknown_outcome": [c for c, text in answered.items() if text.startswith("Outcome unknown")],
+    }
+
+
+def harness(runs: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as folder, OpenAICompatibleServer(reply_for) as server:
+        workdir = Path(folder)
+        ledger = workdir / "side-effects.log"
+        ledger.touch()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LANGSMITH_", "TOOLRAIL_"))}
+        env.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="harness", TOOLRAIL_HARNESS_LEDGER=str(ledger))
+        results = [one_run(i, workdir, env, rng) for i in range(runs)]
+        effects = collections.Counter(ledger.read_text().splitlines())
+    duplicates = {line: n for line, n in effects.items() if n > 1}
+    return {
+        "runs": runs,
+        "killed_mid_run": sum(r["killed_mid_run"] for r in results),
+        "killed_after_side_effects_began": sum(r["killed_mid_run"] and r["side_effects_before_kill"] > 0 for r in results),
+        "finished": sum(r["finished"] for r in results),
+        "lost_results": sum(len(r["lost"]) for r in results),
+        "duplicate_side_effects": sum(n - 1 for n in duplicates.values()),
+        "unknown_outcomes": sum(len(r["unknown_outcome"]) for r in results),
+        "side_effects_recorded": sum(effects.values()),
+        "details": results,
+        "duplicates": duplicates,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    report = harness(args.runs, args.seed)
+    summary = {k: v for k, v in report.items() if k not in ("details", "duplicates")}
+    print(json.dumps(report if args.json else {**summary, "seed": args.seed}, indent=2))
+    ok = report["lost_results"] == 0 and report["duplicate_side_effects"] == 0 and report["finished"] == report["runs"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
