@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,10 +48,28 @@ async def _postgres(url: str) -> AsyncIterator[BaseCheckpointSaver]:
 
     try:
         async with AsyncPostgresSaver.from_conn_string(url) as saver:
-            await saver.setup()
+            await _setup_once(saver, url)
             yield saver
     except psycopg.OperationalError as exc:
         raise ConfigError(f"cannot use the Postgres checkpoint database: {str(exc).strip().splitlines()[0]}") from None
+
+
+SETUP_LOCK = 0x746F6F6C  # any constant: all toolrail workers agree on it
+
+
+async def _setup_once(saver: BaseCheckpointSaver, url: str) -> None:
+    """Workers starting together would race on the saver's migrations: take turns."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as lock:
+        # Poll rather than block: a waiting pg_advisory_lock is an open transaction, and the
+        # migrations' CREATE INDEX CONCURRENTLY would wait for it forever.
+        while not (await (await lock.execute("SELECT pg_try_advisory_lock(%s)", (SETUP_LOCK,))).fetchone())[0]:
+            await asyncio.sleep(0.1)
+        try:
+            await saver.setup()
+        finally:
+            await lock.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
 
 
 def open_ledger(location: str) -> SideEffectLedger:
