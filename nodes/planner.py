@@ -44,7 +44,8 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
         started: list[RawCall] = []
         watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started))
         try:
-            reply = await _stream_reply(bound, prompt, config, watcher)
+            traced = {**config, "run_name": "model", "metadata": {**config.get("metadata", {}), "attempt": state.get("attempts", 0) + 1}}
+            reply = await _stream_reply(bound, prompt, traced, watcher)
         except (openai.OpenAIError, httpx.HTTPError, ModelUnavailable) as exc:
             return {"failure": _model_failure(exc, state), "results": speculation.cancel_turn(thread, started, "the model's stream broke")}
         calls = raw_calls(reply)

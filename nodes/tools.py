@@ -28,9 +28,9 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
         if running is not None:
             outcome = await running
         elif tool.side_effects and ledger is not None:
-            outcome = await ledger.run_once(thread, call["id"], tool.name, lambda: executor.execute(tool, call["args"]))
+            outcome = await ledger.run_once(thread, call["id"], tool.name, lambda: executor.execute(tool, call["args"], call["id"]))
         else:
-            outcome = await executor.execute(tool, call["args"])
+            outcome = await executor.execute(tool, call["args"], call["id"])
         return tool_outcome(call, outcome, speculative=running is not None)
 
     return run_tool

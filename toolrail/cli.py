@@ -22,6 +22,7 @@ from rich.console import Console
 
 from toolrail.errors import ToolrailError
 from toolrail.render import RunRenderer, state_as_json
+from toolrail.tracing import guard_tracing
 
 from toolrail.checkpoints import DEFAULT_DB
 TRIP_PROMPT = "Plan a trip from SF to NYC. What's the weather there and find me flights."
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=args.json)
+    guard_tracing()
     try:
         return asyncio.run(_dispatch(args, console))
     except ToolrailError as exc:

@@ -53,12 +53,16 @@ class CallExecutor:
             self._caps[loop] = asyncio.Semaphore(self.max_concurrency)
         return self._caps[loop]
 
-    async def execute(self, tool: Tool, args: dict[str, Any]) -> Outcome:
+    async def execute(self, tool: Tool, args: dict[str, Any], call_id: str = "", speculative: bool = False) -> Outcome:
         timeout = tool.timeout or self.default_timeout
+        trace = {  # names and metadata for LangSmith; ignored when tracing is off
+            "run_name": f"tool:{tool.name}", "tags": ["toolrail", "speculative" if speculative else "dispatched"],
+            "metadata": {"tool": tool.name, "call_id": call_id, "speculative": speculative, "side_effects": tool.side_effects},
+        }
         async with self._cap():
             started, clock = time.time(), time.perf_counter()
             try:
-                output = await asyncio.wait_for(tool.run(tool.validate(args), self.threads), timeout)
+                output = await asyncio.wait_for(tool.run(tool.validate(args), self.threads, trace), timeout)
                 status, content = "ok", render_output(output)
             except asyncio.TimeoutError:
                 status, content = "timeout", f"Error: {tool.name} timed out after {timeout:g}s"

@@ -47,11 +47,11 @@ async def thread_prompt(thread: str, db: str | None) -> str:
 
 
 async def checkpoint_config(graph: Any, thread: str, checkpoint_id: str) -> dict:
-    config = {"configurable": {"thread_id": thread, "checkpoint_id": checkpoint_id}}
+    config = {"configurable": {"thread_id": thread, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}}
     snapshot = await graph.aget_state(config)
     if not snapshot.values and snapshot.created_at is None:
         raise ThreadError(f"thread {thread!r} has no checkpoint {checkpoint_id!r} (see 'toolrail history {thread}')")
-    return config
+    return snapshot.config
 
 
 async def edit_at(graph: Any, config: dict, *, message: str | None, tool_result: str | None) -> dict:
@@ -70,6 +70,8 @@ async def edit_at(graph: Any, config: dict, *, message: str | None, tool_result:
             known = ", ".join(m.tool_call_id for m in messages if m.type == "tool") or "none"
             raise ThreadError(f"--tool-result wants CALL_ID=TEXT for a call at that checkpoint (there: {known})")
         edit = ToolMessage(text, tool_call_id=call_id, name=target.name, id=target.id)
+        # Several tools tasks wrote that step; say which node the edit stands for.
+        return await graph.aupdate_state(config, {"messages": [edit]}, as_node="tools")
     return await graph.aupdate_state(config, {"messages": [edit]})
 
 

@@ -39,7 +39,7 @@ class Speculation:
             return False
         # A fresh context: the call must not inherit the planner's callbacks or stream writer.
         task = asyncio.get_running_loop().create_task(
-            self.executor.execute(tool, args), context=contextvars.Context()
+            self.executor.execute(tool, args, call_id, speculative=True), context=contextvars.Context()
         )
         self._running[(thread, call_id)] = _Started(args, task)
         return True

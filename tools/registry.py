@@ -86,14 +86,19 @@ class Tool:
         except ValidationError as exc:
             raise InvalidToolCall(self.name, _field_errors(exc, self.args_model)) from None
 
-    async def run(self, args: BaseModel, threads: Executor | None = None) -> Any:
-        """Run the implementation; a sync one goes to `threads` so the event loop stays free."""
+    async def run(self, args: BaseModel, threads: Executor | None = None, config: dict | None = None) -> Any:
+        """Run the implementation; a sync one goes to `threads` so the event loop stays free.
+
+        `config` (run name, tags, metadata) reaches LangSmith when the tool is a langchain tool.
+        """
         fields = {(info.alias or name): getattr(args, name) for name, info in type(args).model_fields.items()}
+        if not isinstance(self.runnable, BaseTool):
+            return await self.runnable.ainvoke(fields)
         if threads is not None and isinstance(self.runnable, StructuredTool) and self.runnable.coroutine is None:
             context = contextvars.copy_context()
-            call = functools.partial(context.run, self.runnable.invoke, fields)
+            call = functools.partial(context.run, self.runnable.invoke, fields, config)
             return await asyncio.get_running_loop().run_in_executor(threads, call)
-        return await self.runnable.ainvoke(fields)
+        return await self.runnable.ainvoke(fields, config)
 
 
 @dataclass
