@@ -1,0 +1,66 @@
+"""`langgraph dev` serves the graph; the langgraph_sdk client drives the trip example over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from langgraph_sdk import get_client
+
+from conftest import TRIP_PROMPT
+from test_postgres import _free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LANGSMITH_", "LANGCHAIN_"))}
+    env.update(LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false")
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "langgraph_cli", "dev", "--port", str(port), "--host", "127.0.0.1", "--no-browser", "--no-reload"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/ok", timeout=2)
+            break
+        except OSError:
+            assert server.poll() is None, f"langgraph dev exited: {Path(log.name).read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "langgraph dev did not become healthy in 90 s"
+            time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+async def test_the_server_runs_the_trip_example_with_streaming_and_history(server_url):
+    client = get_client(url=server_url)
+    assistants = await client.assistants.search(graph_id="agent")
+    assert assistants, "langgraph.json's graph 'agent' is registered"
+    thread = await client.threads.create()
+    nodes = []
+    async for part in client.runs.stream(thread["thread_id"], "agent", input={"messages": [{"role": "user", "content": TRIP_PROMPT}]}, stream_mode="updates"):
+        if part.event == "updates":
+            nodes += list(part.data)
+    assert nodes.count("planner") == 3 and nodes.count("validate") == 2 and nodes.count("tools") == 2
+    state = await client.threads.get_state(thread["thread_id"])
+    assert state["values"]["messages"][-1]["content"].startswith("Here's your SF")
+    assert [v["valid"] for v in state["values"]["verdicts"]] == [True, False, True, True]
+    history = await client.threads.get_history(thread["thread_id"], limit=50)
+    assert len(history) == 8 and history[0]["next"] == []
