@@ -66,6 +66,7 @@ def one_run(index: int, workdir: Path, env: dict, rng: random.Random) -> dict:
         "side_effects_before_kill": effects_before_kill,
         "finished": done.returncode == 0 and state.get("answer", "").strip() == "all done",
         "lost": [c for c in expected if c not in answered],
+        "last_error": "" if done.returncode == 0 else done.stderr[-600:],
         "unknown_outcome": [c for c, text in answered.items() if text.startswith("Outcome unknown")],
     }
 

@@ -38,12 +38,42 @@ async def _snapshots(thread: str, db: str | None) -> list[Any]:
 
 
 async def thread_prompt(thread: str, db: str | None) -> str:
-    """The thread's first user message: it chooses the recorded transcript when offline."""
+    """The thread's first user message: it chooses the recorded transcript when offline.
+
+    A process killed right after its first checkpoint has the prompt only as that checkpoint's
+    pending input (the `__start__` channel, or the input task's pending writes), not yet in state.
+    """
     latest = (await _snapshots(thread, db))[0]
-    human = next((m for m in latest.values.get("messages", []) if m.type == "human"), None)
+    human = next((m for m in _messages_of(latest.values.get("messages")) if m.type == "human"), None)
+    if human is None:
+        human = await _pending_prompt(thread, db)
     if human is None:
         raise ThreadError(f"thread {thread!r} has no user message yet; start it again with 'toolrail run --thread {thread}'")
     return str(human.content)
+
+
+async def _pending_prompt(thread: str, db: str | None) -> Any:
+    async with open_checkpointer(checkpoint_location(db)) as saver:
+        latest = await saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+    if latest is None:
+        return None
+    start = latest.checkpoint.get("channel_values", {}).get("__start__") or {}
+    candidates = [*_messages_of(start.get("messages") if isinstance(start, dict) else None)]
+    for _, channel, value in latest.pending_writes or []:
+        if channel == "messages":
+            candidates += _messages_of(value)
+    return next((m for m in candidates if m.type == "human"), None)
+
+
+def _messages_of(value: Any) -> list:
+    from langchain_core.messages import convert_to_messages
+
+    if not value:
+        return []
+    try:
+        return convert_to_messages(value if isinstance(value, list) else [value])
+    except (ValueError, NotImplementedError):
+        return []
 
 
 async def checkpoint_config(graph: Any, thread: str, checkpoint_id: str) -> dict:

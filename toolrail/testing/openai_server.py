@@ -139,6 +139,8 @@ class OpenAICompatibleServer:
                         self._chunk(f"data: {event}\n\n".encode())
                     self._chunk(b"data: [DONE]\n\n")
                     self._chunk(b"")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went away mid-stream (tests kill clients on purpose)
                 finally:
                     server.stream_ended_at.append(time.perf_counter())
 
