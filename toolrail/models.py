@@ -7,7 +7,7 @@ import os
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
-from toolrail.recorded import RECORDED_LABEL, RecordedChatModel
+from toolrail.recorded import RECORDED_LABEL, RecordedChatModel, load_transcript
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -42,4 +42,4 @@ def default_model() -> BaseChatModel:
     """For the module-level graph (LangGraph server / Studio): live if configured, else recorded."""
     if live_model_configured():
         return openai_model()
-    return RecordedChatModel(transcript=__import__("toolrail.recorded", fromlist=["load_transcript"]).load_transcript("trip"))
+    return RecordedChatModel(transcript=load_transcript("trip"))

@@ -142,7 +142,3 @@ class RecordedChatModel(BaseChatModel):
             merged = chunk if merged is None else merged + chunk
         return ChatResult(generations=[ChatGeneration(message=merged)])
 
-
-def transcript_summary(transcript: Transcript) -> str:
-    calls = sum(len(t.tool_calls) for t in transcript.turns)
-    return json.dumps({"name": transcript.name, "turns": len(transcript.turns), "calls": calls})

@@ -50,6 +50,15 @@ def calls(*scripted: ScriptedCall, **kw: Any) -> ScriptedReply:
     return ScriptedReply(tool_calls=list(scripted), **kw)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients killed on purpose (crash tests) reset their connections: not an error here."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 class OpenAICompatibleServer:
     """`with OpenAICompatibleServer([reply, ...]) as server:` then use `server.base_url`."""
 
@@ -58,7 +67,7 @@ class OpenAICompatibleServer:
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.stream_ended_at: list[float] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
