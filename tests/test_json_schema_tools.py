@@ -101,3 +101,12 @@ def test_property_names_that_are_not_identifiers_keep_their_names():
     tool = tool_from_json_schema(bfcl("m", {"from": {"type": "string"}, "max-results": {"type": "integer"}}, ["from", "max-results"]))
     assert set(tool.parameters["properties"]) == {"from", "max-results"}
     assert tool.validate({"from": "a", "max-results": 2}).model_dump(by_alias=True) == {"from": "a", "max-results": 2}
+
+
+def test_a_wire_name_that_clashes_with_a_registered_tool_is_refused():
+    from toolrail.tools.registry import ToolRegistry
+
+    registry = ToolRegistry()
+    registry.add(tool_from_json_schema(bfcl("math_factorial", {"n": {"type": "integer"}}, ["n"])))
+    with pytest.raises(ValueError, match="wire name 'math_factorial' is already taken"):
+        registry.add(tool_from_json_schema(bfcl("math.factorial", {"n": {"type": "integer"}}, ["n"])))

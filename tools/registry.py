@@ -110,6 +110,10 @@ class ToolRegistry:
     def add(self, tool: Tool) -> Tool:
         if tool.name in self.tools:
             raise ValueError(f"a tool named {tool.name!r} is already registered")
+        taken = {n for t in self.tools.values() for n in (t.name, t.wire_name) if n}
+        if tool.wire_name and tool.wire_name in taken:
+            # get(wire_name) would silently answer with the other tool
+            raise ValueError(f"tool {tool.name!r}: its wire name {tool.wire_name!r} is already taken")
         self.tools[tool.name] = tool
         return tool
 
