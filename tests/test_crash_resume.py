@@ -26,18 +26,18 @@ def test_sigkill_at_random_moments_loses_no_result_and_repeats_no_side_effect():
 
 async def test_a_side_effect_that_was_running_at_the_crash_is_reported_not_repeated(tmp_path):
     from toolrail.execution import Outcome
-    from toolrail.ledger import UNKNOWN, SideEffectLedger
+    from toolrail.ledger import UNKNOWN, SqliteSideEffectLedger
 
-    ledger = SideEffectLedger(tmp_path / "effects.sqlite")
+    ledger = SqliteSideEffectLedger(tmp_path / "effects.sqlite")
     ran = []
 
     async def charge() -> Outcome:
         ran.append(1)
         return Outcome("ok", "charged", 0.0, 0.1)
 
-    ledger._claim("t", "c1", "charge")  # a previous process started it and died
+    await ledger.claim("t", "c1", "charge")  # a previous process started it and died
     outcome = await ledger.run_once("t", "c1", "charge", charge)
     assert ran == [] and outcome.content == UNKNOWN
     first = await ledger.run_once("t", "c2", "charge", charge)
-    again = await SideEffectLedger(tmp_path / "effects.sqlite").run_once("t", "c2", "charge", charge)
+    again = await SqliteSideEffectLedger(tmp_path / "effects.sqlite").run_once("t", "c2", "charge", charge)
     assert ran == [1] and first.content == again.content == "charged"

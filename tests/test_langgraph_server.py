@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,15 +20,26 @@ from test_postgres import _free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _shipped_config_in(workdir: Path) -> Path:
+    """langgraph.json as shipped, its relative paths made absolute so the server can run elsewhere."""
+    config = json.loads((ROOT / "langgraph.json").read_text())
+    config["dependencies"] = [str(ROOT / d) for d in config["dependencies"]]
+    config["graphs"] = {name: str(ROOT / spec) for name, spec in config["graphs"].items()}
+    (workdir / "langgraph.json").write_text(json.dumps(config))
+    return workdir / "langgraph.json"
+
+
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LANGSMITH_", "LANGCHAIN_"))}
     env.update(LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false")
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    workdir = tmp_path_factory.mktemp("server")  # langgraph dev keeps its state (.langgraph_api) in its cwd
+    log = (workdir / "server.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "langgraph_cli", "dev", "--port", str(port), "--host", "127.0.0.1", "--no-browser", "--no-reload"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "langgraph_cli", "dev", "--config", str(_shipped_config_in(workdir)),
+         "--port", str(port), "--host", "127.0.0.1", "--no-browser", "--no-reload"],
+        cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -75,3 +77,41 @@ def test_an_unreachable_postgres_is_one_clear_line(tmp_path):
     done = toolrail("run", TRIP_PROMPT, "--db", f"postgresql://postgres@127.0.0.1:{_free_port()}/x", tmp_path=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("toolrail: error: cannot use the Postgres checkpoint database") and done.stderr.count("\n") == 1
+
+
+async def test_a_side_effect_claim_in_postgres_is_seen_by_every_worker(postgres_url):
+    from toolrail.checkpoints import open_ledger
+    from toolrail.execution import Outcome
+    from toolrail.ledger import UNKNOWN
+
+    charges = []
+
+    async def charge() -> Outcome:
+        charges.append(1)
+        await asyncio.sleep(0.2)
+        return Outcome("ok", "charged", 0.0, 0.2)
+
+    one_worker, other_worker = open_ledger(postgres_url), open_ledger(postgres_url)
+    await one_worker.claim("pg-thread", "call_1", "charge")  # this worker started it, then died
+    assert (await other_worker.run_once("pg-thread", "call_1", "charge", charge)).content == UNKNOWN
+    assert charges == []
+
+    both = await asyncio.gather(*(w.run_once("pg-thread", "call_2", "charge", charge) for w in (one_worker, other_worker)))
+    assert charges == [1] and sorted(o.content for o in both) == sorted(["charged", UNKNOWN])
+    again = await open_ledger(postgres_url).run_once("pg-thread", "call_2", "charge", charge)
+    assert charges == [1] and again.content == "charged"
+
+    import psycopg  # the claims are rows in the checkpoint database itself, not in a worker's folder
+
+    async with await psycopg.AsyncConnection.connect(postgres_url) as db:
+        rows = await (await db.execute("SELECT call_id, state FROM toolrail_side_effects WHERE thread = 'pg-thread' ORDER BY call_id")).fetchall()
+    assert rows == [("call_1", "started"), ("call_2", "finished")]
+
+
+def test_sigkill_then_resume_on_another_worker_repeats_no_side_effect_on_postgres(postgres_url):
+    from test_crash_resume import _harness
+
+    report = _harness().harness(runs=4, seed=random.randrange(1 << 30), db=postgres_url)
+    assert report["finished"] == report["runs"], report["details"]
+    assert report["lost_results"] == 0, report["details"]
+    assert report["duplicate_side_effects"] == 0, report["duplicates"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from toolrail.errors import ConfigError
-from toolrail.ledger import SideEffectLedger
+from toolrail.ledger import PostgresSideEffectLedger, SideEffectLedger, SqliteSideEffectLedger
 
 DEFAULT_DB = ".toolrail/checkpoints.sqlite"
 
@@ -73,14 +73,14 @@ async def _setup_once(saver: BaseCheckpointSaver, url: str) -> None:
 
 
 def open_ledger(location: str) -> SideEffectLedger:
-    """The side-effect ledger lives beside the SQLite checkpoints (or in TOOLRAIL_LEDGER)."""
+    """The side-effect ledger lives where the checkpoints do (TOOLRAIL_LEDGER: a SQLite file instead)."""
     explicit = os.environ.get("TOOLRAIL_LEDGER")
     if explicit:
-        return SideEffectLedger(_sqlite_path(explicit))
+        return SqliteSideEffectLedger(_sqlite_path(explicit))
     if is_postgres(location):
-        return SideEffectLedger(_sqlite_path(".toolrail/side-effects.sqlite"))
+        return PostgresSideEffectLedger(location)
     path = _sqlite_path(location)
-    return SideEffectLedger(path.with_name(path.stem + "-side-effects.sqlite"))
+    return SqliteSideEffectLedger(path.with_name(path.stem + "-side-effects.sqlite"))
 
 
 def _sqlite_path(location: str) -> Path:

@@ -3,8 +3,12 @@
 LangGraph's pending writes already keep the result of every call that *finished* before a
 crash, so resume does not run it again. What they cannot cover is a side-effecting call that
 was *running* when the process died: it may or may not have taken effect. The ledger records
-"started" before such a call runs and "finished" (with its result) after; on resume a call
-found "started" is not run again — the model is told its outcome is unknown.
+"started" before such a call runs and "finished" (with its result) after; on resume a call found
+"started" is not run again — the model is told its outcome is unknown.
+
+The claim is one atomic insert, so two workers resuming the same thread cannot both run a call.
+The ledger lives where the checkpoints live: a SQLite file beside them, or a table in the same
+Postgres database — so a thread resumed by any worker sees every claim.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,17 +27,56 @@ UNKNOWN = (
     "it was not run again. Check whether it took effect before retrying it."
 )
 
+COLUMNS = "state, status, content, started_at, duration_s"
+TABLE = (
+    "CREATE TABLE IF NOT EXISTS toolrail_side_effects (thread TEXT NOT NULL, call_id TEXT NOT NULL, tool TEXT NOT NULL,"
+    " state TEXT NOT NULL, status TEXT, content TEXT, started_at DOUBLE PRECISION, duration_s DOUBLE PRECISION,"
+    " PRIMARY KEY (thread, call_id))"
+)
+CLAIM = (
+    "INSERT INTO toolrail_side_effects (thread, call_id, tool, state, started_at) VALUES (%s, %s, %s, 'started', %s)"
+    " ON CONFLICT DO NOTHING"
+)
+LOOKUP = f"SELECT {COLUMNS} FROM toolrail_side_effects WHERE thread = %s AND call_id = %s"
+FINISH = (
+    "UPDATE toolrail_side_effects SET state = 'finished', status = %s, content = %s, duration_s = %s"
+    " WHERE thread = %s AND call_id = %s"
+)
 
-class SideEffectLedger:
-    """A small SQLite table beside the checkpoints, keyed by (thread, tool call id)."""
+
+class SideEffectLedger(ABC):
+    """Keyed by (thread, tool call id): model call ids are unique within a conversation."""
+
+    async def run_once(self, thread: str, call_id: str, tool: str, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        previous = await self.claim(thread, call_id, tool)
+        if previous is not None:
+            return previous
+        outcome = await run()
+        await self.finish(thread, call_id, outcome)
+        return outcome
+
+    @abstractmethod
+    async def claim(self, thread: str, call_id: str, tool: str) -> Outcome | None:
+        """Record 'started' durably and return None, or return what an earlier attempt left behind."""
+
+    @abstractmethod
+    async def finish(self, thread: str, call_id: str, outcome: Outcome) -> None: ...
+
+
+def _earlier_attempt(row: tuple) -> Outcome:
+    state, status, content, started, duration = row
+    if state == "finished":
+        return Outcome(status, content, started, duration)
+    return Outcome("error", UNKNOWN, started, 0.0)
+
+
+class SqliteSideEffectLedger(SideEffectLedger):
+    """A table in a SQLite file beside the checkpoints (WAL, synchronous=FULL)."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
         with self._connect() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS side_effects (thread TEXT, call_id TEXT, tool TEXT, state TEXT,"
-                " status TEXT, content TEXT, started_at REAL, duration_s REAL, PRIMARY KEY (thread, call_id))"
-            )
+            db.execute(TABLE)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -40,35 +84,55 @@ class SideEffectLedger:
         db.execute("PRAGMA synchronous=FULL")
         return db
 
-    async def run_once(self, thread: str, call_id: str, tool: str, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
-        previous = await asyncio.to_thread(self._claim, thread, call_id, tool)
-        if previous is not None:
-            return previous
-        outcome = await run()
-        await asyncio.to_thread(self._finish, thread, call_id, outcome)
-        return outcome
+    async def claim(self, thread: str, call_id: str, tool: str) -> Outcome | None:
+        return await asyncio.to_thread(self._claim, thread, call_id, tool)
+
+    async def finish(self, thread: str, call_id: str, outcome: Outcome) -> None:
+        await asyncio.to_thread(self._execute, FINISH, (outcome.status, outcome.content, outcome.duration_s, thread, call_id))
 
     def _claim(self, thread: str, call_id: str, tool: str) -> Outcome | None:
-        """Record 'started' durably, or return what an earlier attempt left behind."""
         with self._connect() as db:
-            try:
-                db.execute(
-                    "INSERT INTO side_effects VALUES (?, ?, ?, 'started', NULL, NULL, ?, NULL)",
-                    (thread, call_id, tool, time.time()),
-                )
+            if db.execute(_sqlite(CLAIM), (thread, call_id, tool, time.time())).rowcount == 1:
                 return None
-            except sqlite3.IntegrityError:
-                state, status, content, started, duration = db.execute(
-                    "SELECT state, status, content, started_at, duration_s FROM side_effects WHERE thread=? AND call_id=?",
-                    (thread, call_id),
-                ).fetchone()
-        if state == "finished":
-            return Outcome(status, content, started, duration)
-        return Outcome("error", UNKNOWN, started, 0.0)
+            return _earlier_attempt(db.execute(_sqlite(LOOKUP), (thread, call_id)).fetchone())
 
-    def _finish(self, thread: str, call_id: str, outcome: Outcome) -> None:
+    def _execute(self, sql: str, params: tuple) -> None:
         with self._connect() as db:
-            db.execute(
-                "UPDATE side_effects SET state='finished', status=?, content=?, duration_s=? WHERE thread=? AND call_id=?",
-                (outcome.status, outcome.content, outcome.duration_s, thread, call_id),
-            )
+            db.execute(_sqlite(sql), params)
+
+
+def _sqlite(sql: str) -> str:
+    return sql.replace("%s", "?")
+
+
+LEDGER_LOCK = 0x7472_6C65  # serialises the table's creation between workers starting together
+
+
+class PostgresSideEffectLedger(SideEffectLedger):
+    """A table in the Postgres checkpoint database: every worker sees every claim."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._created = False
+
+    async def _connect(self):
+        import psycopg
+
+        db = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        if not self._created:
+            # CREATE TABLE IF NOT EXISTS is not safe against itself in Postgres: take turns.
+            async with db.transaction():
+                await db.execute("SELECT pg_advisory_xact_lock(%s)", (LEDGER_LOCK,))
+                await db.execute(TABLE)
+            self._created = True
+        return db
+
+    async def claim(self, thread: str, call_id: str, tool: str) -> Outcome | None:
+        async with await self._connect() as db:
+            if (await db.execute(CLAIM, (thread, call_id, tool, time.time()))).rowcount == 1:
+                return None
+            return _earlier_attempt(await (await db.execute(LOOKUP, (thread, call_id))).fetchone())
+
+    async def finish(self, thread: str, call_id: str, outcome: Outcome) -> None:
+        async with await self._connect() as db:
+            await db.execute(FINISH, (outcome.status, outcome.content, outcome.duration_s, thread, call_id))
