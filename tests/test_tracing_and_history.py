@@ -120,3 +120,25 @@ def test_trace_draws_turns_retries_and_parallel_bars(finished_thread):
     assert done.returncode == 0, done.stderr
     assert "turn 1: ✓ get_weather  ✗ search_flights   ↺ retried" in done.stdout
     assert "cancelled speculative" in done.stdout and done.stdout.count("█") >= 2
+
+
+def test_fork_with_an_edited_user_message_asks_the_model_again_on_a_new_branch(tmp_path):
+    from toolrail.testing.openai_server import OpenAICompatibleServer, answer
+
+    def echo(body: dict):
+        return answer("you said: " + next(m["content"] for m in body["messages"] if m["role"] == "user"))
+
+    with OpenAICompatibleServer(echo) as server:
+        live = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test"}
+        first = toolrail("run", "--json", "--thread", "m", "hello", tmp_path=tmp_path, env=live)
+        assert json.loads(first.stdout)["answer"] == "you said: hello", first.stderr
+        rows = json.loads(toolrail("history", "m", "--json", tmp_path=tmp_path).stdout)
+        before_planner = next(r for r in rows if r["next"] == ["planner"])
+        done = toolrail("fork", "m", "--checkpoint", before_planner["checkpoint_id"], "--message", "bonjour", "--json", tmp_path=tmp_path, env=live)
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)
+    assert state["answer"] == "you said: bonjour"
+    assert [m["content"] for m in state["messages"] if m["type"] == "human"] == ["bonjour"]
+    assert [m["content"] for m in server.requests[-1]["messages"] if m["role"] == "user"] == ["bonjour"]
+    after = json.loads(toolrail("history", "m", "--json", tmp_path=tmp_path).stdout)
+    assert rows[0]["checkpoint_id"] in [r["checkpoint_id"] for r in after]  # the first branch is kept

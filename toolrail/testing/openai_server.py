@@ -8,6 +8,7 @@ what they prove holds over the actual wire: request bodies, SSE streaming, paral
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -187,8 +188,8 @@ def _sse_events(body: dict, reply: ScriptedReply) -> Iterator[tuple[str | None, 
         return json.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
     yield chunk({"role": "assistant", "content": ""}), 0.0
-    for word in reply.content.split(" ") if reply.content else []:
-        yield chunk({"content": word + " "}), reply.fragment_delay_s
+    for word in re.findall(r"\S*\s*", reply.content or "")[:-1]:  # word by word, exactly the content
+        yield chunk({"content": word}), reply.fragment_delay_s
     for index, (cid, c) in enumerate(zip(_ids(reply), reply.tool_calls)):
         head = {"index": index, "id": cid, "type": "function", "function": {"name": c.name, "arguments": ""}}
         yield chunk({"tool_calls": [head]}), c.gap_before_s
