@@ -98,3 +98,40 @@ def test_thread_continues_with_its_checkpointed_history(tmp_path):
     assert done.returncode == 0, done.stderr
     history = [m["content"] for m in server.requests[1]["messages"] if m["role"] in ("user", "assistant")]
     assert history == ["one", "first ", "two"] or history == ["one", "first", "two"]
+
+
+CLASHING_TOOLS = '''
+from toolrail.tools.registry import ToolRegistry
+
+clashing = ToolRegistry()
+
+
+@clashing.register
+def get_weather(city: str) -> str:
+    """Another get_weather."""
+    return city
+
+not_a_registry = 42
+'''
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("clashing_tools:clashing", "a tool named 'get_weather' is already registered"),
+        ("clashing_tools:not_a_registry", "expected a ToolRegistry, got int"),
+        ("no_such_module:tools", "cannot load it (No module named 'no_such_module')"),
+    ],
+    ids=["clash", "not-a-registry", "missing"],
+)
+def test_bad_tools_flags_get_one_clear_line(tmp_path, spec, says):
+    (tmp_path / "clashing_tools.py").write_text(CLASHING_TOOLS)
+    done = toolrail("run", TRIP_PROMPT, "--tools", spec, tmp_path=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"toolrail: error: --tools {spec}: {says}\n"
+
+
+def test_offering_the_default_tools_again_with_tools_is_harmless(tmp_path):
+    done = toolrail("run", "--json", TRIP_PROMPT, "--tools", "toolrail.tools.demo:demo_tools", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["answer"].startswith("Here's your SF")

@@ -242,7 +242,7 @@ def _tools(specs: list[str]) -> Any:
     from toolrail.graphs.agent import DEFAULT_TOOLS
     from toolrail.tools.registry import ToolRegistry, all_tools
 
-    extra = []
+    merged = DEFAULT_TOOLS
     for spec in specs:
         module_name, _, attribute = spec.partition(":")
         try:
@@ -251,8 +251,11 @@ def _tools(specs: list[str]) -> Any:
             raise CliError(f"--tools {spec}: cannot load it ({exc})") from None
         if not isinstance(registry, ToolRegistry):
             raise CliError(f"--tools {spec}: expected a ToolRegistry, got {type(registry).__name__}")
-        extra.append(registry)
-    return all_tools(DEFAULT_TOOLS, *extra) if extra else DEFAULT_TOOLS
+        try:
+            merged = all_tools(merged, registry)
+        except ValueError as exc:
+            raise CliError(f"--tools {spec}: {exc}") from None
+    return merged
 
 
 def _input_files(paths: list[str], model: object) -> dict[str, bytes]:

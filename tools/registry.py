@@ -192,10 +192,12 @@ def make_tool(*, name: str, args_model: type[BaseModel], strict: bool = True, **
 
 
 def all_tools(*registries: Iterable[Tool]) -> ToolRegistry:
+    """One registry from several; a tool offered twice (the same object) counts once."""
     merged = ToolRegistry()
     for registry in registries:
         for tool in registry:
-            merged.add(tool)
+            if merged.tools.get(tool.name) is not tool:
+                merged.add(tool)
     return merged
 
 
