@@ -135,3 +135,13 @@ def test_offering_the_default_tools_again_with_tools_is_harmless(tmp_path):
     done = toolrail("run", "--json", TRIP_PROMPT, "--tools", "toolrail.tools.demo:demo_tools", tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["answer"].startswith("Here's your SF")
+
+
+def test_a_checkpoint_file_that_is_not_a_database_is_one_clear_line_and_left_alone(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes, not a database\n")
+    done = toolrail("run", TRIP_PROMPT, "--db", str(notes), tmp_path=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == f"toolrail: error: cannot use {notes} for checkpoints: file is not a database\n"
+    assert notes.read_text() == "my notes, not a database\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing created beside it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,6 +36,10 @@ async def open_checkpointer(location: str) -> AsyncIterator[BaseCheckpointSaver]
 
     path = _sqlite_path(location)
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        try:
+            await saver.setup()
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"cannot use {path} for checkpoints: {exc}") from None
         yield saver
 
 
@@ -76,11 +81,18 @@ def open_ledger(location: str) -> SideEffectLedger:
     """The side-effect ledger lives where the checkpoints do (TOOLRAIL_LEDGER: a SQLite file instead)."""
     explicit = os.environ.get("TOOLRAIL_LEDGER")
     if explicit:
-        return SqliteSideEffectLedger(_sqlite_path(explicit))
+        return _sqlite_ledger(_sqlite_path(explicit))
     if is_postgres(location):
         return PostgresSideEffectLedger(location)
     path = _sqlite_path(location)
-    return SqliteSideEffectLedger(path.with_name(path.stem + "-side-effects.sqlite"))
+    return _sqlite_ledger(path.with_name(path.stem + "-side-effects.sqlite"))
+
+
+def _sqlite_ledger(path: Path) -> SqliteSideEffectLedger:
+    try:
+        return SqliteSideEffectLedger(path)
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"cannot use {path} for the side-effect ledger: {exc}") from None
 
 
 def _sqlite_path(location: str) -> Path:

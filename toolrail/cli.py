@@ -56,7 +56,7 @@ def _non_negative_int(text: str) -> int:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not a usage dump
-        sys.stderr.write(f"toolrail: error: {message} (see 'toolrail {self.prog.split()[-1]} --help')\n")
+        sys.stderr.write(f"toolrail: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
 
 
