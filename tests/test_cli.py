@@ -145,3 +145,23 @@ def test_a_checkpoint_file_that_is_not_a_database_is_one_clear_line_and_left_alo
     assert done.stderr == f"toolrail: error: cannot use {notes} for checkpoints: file is not a database\n"
     assert notes.read_text() == "my notes, not a database\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing created beside it
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "says"),
+    [
+        ({"TOOLRAIL_SANDBOX": "docker"}, [], "TOOLRAIL_SANDBOX: unknown sandbox backend 'docker'; choose one of local, e2b"),
+        ({"E2B_API_KEY": ""}, ["--sandbox", "e2b"], "the E2B sandbox backend needs an API key"),
+        ({}, ["--out", "runs.sqlite"], "--out runs.sqlite: not a folder"),
+        ({"TOOLRAIL_CHECKPOINT_URL": "mysql://db/x"}, [], "checkpoints go to a SQLite file path or a postgresql:// URL, not mysql://"),
+        ({"TOOLRAIL_LEDGER": "."}, [], "TOOLRAIL_LEDGER . is a folder; give a file path"),
+        ({"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": "localhost:8000"}, [], "OPENAI_BASE_URL must be an http(s):// URL"),
+    ],
+    ids=["sandbox-env", "e2b-without-key", "out-is-a-file", "checkpoint-url-scheme", "ledger-folder", "base-url"],
+)
+def test_bad_settings_fail_before_the_run_with_one_clear_line(tmp_path, env, flags, says):
+    (tmp_path / "runs.sqlite").touch()
+    done = toolrail("run", *flags, TRIP_PROMPT, tmp_path=tmp_path, env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"toolrail: error: {says}") and done.stderr.count("\n") == 1, done.stderr
+    assert "planner" not in done.stdout

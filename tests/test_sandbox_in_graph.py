@@ -84,3 +84,26 @@ def test_cli_analysis_example_runs_code_in_the_sandbox_and_saves_the_plot(tmp_pa
     assert "**10.08 °C**" in state["answer"]  # the recording's answer agrees with the live run
     plot = [p for p in sandbox["saved"] if p.endswith("temperature_plot.png")]
     assert plot and (tmp_path / plot[0]).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+ANALYSIS_PROMPT = "What is the mean temperature in temperatures.csv? Plot it."
+
+
+def test_a_produced_file_that_cannot_be_saved_is_reported_and_the_run_goes_on(tmp_path):
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    done = toolrail("run", "--json", "--out", "blocker/plots", ANALYSIS_PROMPT, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)
+    sandbox = state["results"][0]["sandbox"]
+    assert sandbox["saved"] == [] and sandbox["unsaved"][0].startswith("temperature_plot.png: cannot write blocker/plots/")
+    tool_message = next(m for m in state["messages"] if m["type"] == "tool")
+    assert "[not saved] temperature_plot.png" in tool_message["content"] and "still in the sandbox session" in tool_message["content"]
+
+
+def test_the_recorded_model_stops_when_a_tool_result_is_not_the_recorded_one(tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_text("date,rain_mm\n2026-11-01,3\n")
+    done = toolrail("run", "--file", str(other), ANALYSIS_PROMPT, tmp_path=tmp_path)
+    assert done.returncode == 1
+    assert "the recording expected run_python to succeed, but it returned: FileNotFoundError" in done.stderr
+    assert "10.08" not in done.stdout  # no made-up answer from a script that no longer fits

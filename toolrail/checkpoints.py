@@ -23,7 +23,12 @@ def checkpoint_location(flag: str | None = None) -> str:
 
 
 def is_postgres(location: str) -> bool:
-    return location.startswith(("postgresql://", "postgres://"))
+    if location.startswith(("postgresql://", "postgres://")):
+        return True
+    scheme, sep, _ = location.partition("://")
+    if sep and scheme.isidentifier():  # mysql://..., sqlite://...: not a file path either
+        raise ConfigError(f"checkpoints go to a SQLite file path or a postgresql:// URL, not {scheme}://")
+    return False
 
 
 @asynccontextmanager
@@ -81,7 +86,7 @@ def open_ledger(location: str) -> SideEffectLedger:
     """The side-effect ledger lives where the checkpoints do (TOOLRAIL_LEDGER: a SQLite file instead)."""
     explicit = os.environ.get("TOOLRAIL_LEDGER")
     if explicit:
-        return _sqlite_ledger(_sqlite_path(explicit))
+        return _sqlite_ledger(_sqlite_path(explicit, "TOOLRAIL_LEDGER"))
     if is_postgres(location):
         return PostgresSideEffectLedger(location)
     path = _sqlite_path(location)
@@ -95,10 +100,10 @@ def _sqlite_ledger(path: Path) -> SqliteSideEffectLedger:
         raise ConfigError(f"cannot use {path} for the side-effect ledger: {exc}") from None
 
 
-def _sqlite_path(location: str) -> Path:
+def _sqlite_path(location: str, what: str = "the checkpoint path") -> Path:
     path = Path(location)
     if path.is_dir():
-        raise ConfigError(f"the checkpoint path {path} is a folder; give a file path")
+        raise ConfigError(f"{what} {path} is a folder; give a file path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

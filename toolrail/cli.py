@@ -141,6 +141,7 @@ async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tup
     from toolrail.sandbox import make_sandbox
     from toolrail.sandbox.sessions import SandboxSessions
 
+    _check_sandbox_settings(args)
     model, model_label = model_for_prompt(prompt, args.model, recorded=args.recorded)
     location = checkpoint_location(args.db)
     sessions = SandboxSessions(
@@ -256,6 +257,20 @@ def _tools(specs: list[str]) -> Any:
         except ValueError as exc:
             raise CliError(f"--tools {spec}: {exc}") from None
     return merged
+
+
+def _check_sandbox_settings(args: argparse.Namespace) -> None:
+    """Sandbox settings fail before the run, not as a tool error in the middle of it."""
+    from toolrail.sandbox import SandboxError, backend_name, make_sandbox
+
+    try:
+        if backend_name(args.sandbox) == "e2b":
+            make_sandbox("e2b")  # checks the SDK and the key; connects only on first use
+    except SandboxError as exc:
+        raise CliError(str(exc)) from None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out}: not a folder")
 
 
 def _input_files(paths: list[str], model: object) -> dict[str, bytes]:

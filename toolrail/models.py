@@ -7,6 +7,7 @@ import os
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
+from toolrail.errors import ConfigError
 from toolrail.recorded import RECORDED_LABEL, RecordedChatModel, load_transcript
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -19,9 +20,12 @@ def live_model_configured() -> bool:
 def openai_model(name: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
                  timeout: float = 60.0, max_retries: int = 1) -> ChatOpenAI:
     """OpenAI, vLLM, Ollama, llama.cpp server...: anything speaking chat-completions."""
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"OPENAI_BASE_URL must be an http(s):// URL such as http://127.0.0.1:8000/v1, got {base_url!r}")
     return ChatOpenAI(
         model=name or os.environ.get("TOOLRAIL_MODEL") or DEFAULT_MODEL,
-        base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
+        base_url=base_url,
         # Local servers take any key; OpenAI itself will refuse a missing one clearly.
         api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
         timeout=timeout,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
@@ -34,6 +35,8 @@ class RecordedCall(BaseModel):
 class RecordedTurn(BaseModel):
     content: str = ""
     tool_calls: list[RecordedCall] = Field(default_factory=list)
+    # The recording's next reply assumes validation rejects this turn (else: that its calls succeed).
+    expect_rejected: bool = False
 
 
 class Transcript(BaseModel):
@@ -67,6 +70,12 @@ def available_transcripts() -> list[Transcript]:
 
 def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def _gist(content: Any) -> str:
+    """The line that says what went wrong (a traceback's last line, not its first)."""
+    lines = [line for line in str(content).splitlines() if line.strip()] or [""]
+    return next((line for line in lines if not line.startswith((" ", "Traceback"))), lines[0])[:200]
 
 
 class RecordedChatModel(BaseChatModel):
@@ -106,11 +115,25 @@ class RecordedChatModel(BaseChatModel):
                 f"the recording {self.transcript.name!r} has no reply for turn {index + 1}; "
                 "set OPENAI_API_KEY for a live model"
             )
+        if index:
+            self._check_results(self.transcript.turns[index - 1], messages)
         return self.transcript.turns[index]
 
+    def _check_results(self, previous: RecordedTurn, messages: list[BaseMessage]) -> None:
+        """A scripted reply only fits the results it was recorded after: refuse to pretend otherwise."""
+        last_ai = max(i for i, m in enumerate(messages) if m.type == "ai")
+        results = [m for m in messages[last_ai + 1 :] if m.type == "tool"]
+        failed = [m for m in results if m.status == "error"]
+        if previous.expect_rejected and not failed:
+            raise ModelUnavailable("the recording expected validation to reject the previous turn, but its calls ran; "
+                                   "set OPENAI_API_KEY for a live model")
+        if not previous.expect_rejected and failed:
+            raise ModelUnavailable(f"the recording expected {failed[0].name} to succeed, but it returned: {_gist(failed[0].content)} — "
+                                   "the recorded reply would not fit; set OPENAI_API_KEY for a live model")
+
     def _chunks(self, turn: RecordedTurn) -> Iterator[AIMessageChunk]:
-        for word in turn.content.split(" ") if turn.content else []:
-            yield AIMessageChunk(content=word + " ")
+        for word in re.findall(r"\S*\s*", turn.content)[:-1]:  # word by word, exactly the content
+            yield AIMessageChunk(content=word)
         for index, call in enumerate(turn.tool_calls):
             pieces = [call.arguments[i : i + 12] for i in range(0, len(call.arguments), 12)] or [""]
             for n, piece in enumerate(pieces):

@@ -39,9 +39,18 @@ from toolrail.sandbox.base import (
 BACKENDS = ("local", "e2b")
 
 
+def backend_name(backend: str | None = None) -> str:
+    """`backend`, else $TOOLRAIL_SANDBOX, else 'local'; an unknown name is a SandboxError."""
+    name = (backend or os.environ.get("TOOLRAIL_SANDBOX") or "local").strip().lower()
+    if name not in BACKENDS:
+        source = "TOOLRAIL_SANDBOX" if not backend else "sandbox backend"
+        raise SandboxError(f"{source}: unknown sandbox backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return name
+
+
 def make_sandbox(backend: str | None = None, limits: SandboxLimits | None = None, **options) -> Sandbox:
     """A new, not yet started session on `backend` (default: $TOOLRAIL_SANDBOX or 'local')."""
-    name = (backend or os.environ.get("TOOLRAIL_SANDBOX") or "local").strip().lower()
+    name = backend_name(backend)
     if name == "local":
         from toolrail.sandbox.local import LocalSandbox
 
@@ -50,11 +59,11 @@ def make_sandbox(backend: str | None = None, limits: SandboxLimits | None = None
         from toolrail.sandbox.e2b import E2BSandbox
 
         return E2BSandbox(limits, **options)
-    raise SandboxError(f"unknown sandbox backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
 __all__ = [
     "BACKENDS",
+    "backend_name",
     "STATE_LOSING",
     "DoneEvent",
     "ExecError",

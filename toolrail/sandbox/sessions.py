@@ -36,18 +36,24 @@ class SandboxSessions:
                 self._sessions[thread] = sandbox
             return self._sessions[thread]
 
-    async def collect(self, thread: str, files: list[FileInfo]) -> list[Path]:
-        """Copy the files a run produced out of the sandbox, if an output folder is set."""
+    async def collect(self, thread: str, files: list[FileInfo]) -> tuple[list[Path], list[str]]:
+        """Copy the files a run produced out of the sandbox, if an output folder is set.
+
+        Returns what was saved and, for what could not be, why (it stays in the session)."""
+        saved: list[Path] = []
+        unsaved: list[str] = []
         if self.output_dir is None or not files:
-            return []
-        sandbox, saved = self._sessions[thread], []
-        folder = self.output_dir / _safe(thread)
+            return saved, unsaved
+        sandbox, folder = self._sessions[thread], self.output_dir / _safe(thread)
         for info in files:
             target = folder / Path(info.path).name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(await sandbox.download(info.path))
-            saved.append(target)
-        return saved
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(await sandbox.download(info.path))
+                saved.append(target)
+            except OSError as exc:
+                unsaved.append(f"{info.path}: cannot write {target}: {exc.strerror or exc}")
+        return saved, unsaved
 
     async def close(self, thread: str | None = None) -> None:
         threads = [thread] if thread is not None else list(self._sessions)
