@@ -20,7 +20,7 @@ from langchain_core.messages import BaseMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 
-from toolrail.calls import history_message, raw_calls
+from toolrail.calls import add_fragment, as_raw_call, history_message, raw_calls
 from toolrail.errors import ModelUnavailable
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, RawCall, RunFailure
@@ -71,19 +71,15 @@ class CallWatcher:
             index = fragment.get("index", 0)
             for earlier in [i for i in self.calls if i != index and i not in self.done]:
                 self._complete(earlier)
-            call = self.calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
-            call["id"] = call["id"] or fragment.get("id") or ""
-            call["name"] += fragment.get("name") or ""
+            add_fragment(self.calls, fragment)
             piece = fragment.get("args") or ""
-            call["arguments"] += piece
-            if "}" in piece and index not in self.done and _is_json_object(call["arguments"]):
+            if "}" in piece and index not in self.done and _is_json_object(self.calls[index]["arguments"]):
                 self._complete(index)
 
     def _complete(self, index: Any) -> None:
         self.done.add(index)
         call = self.calls[index]
-        position = list(self.calls).index(index)
-        self.on_complete(RawCall(id=call["id"] or f"call_{position}", name=call["name"], arguments=call["arguments"]))
+        self.on_complete(as_raw_call(call["id"], call["name"], call["arguments"], list(self.calls).index(index)))
 
 
 def _is_json_object(text: str) -> bool:

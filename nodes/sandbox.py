@@ -19,6 +19,7 @@ from toolrail.sandbox import RunResult, SandboxError
 from toolrail.sandbox.sessions import SandboxSessions
 from toolrail.speculation import thread_of
 from toolrail.state import CallTask
+from toolrail.tools.sandbox_tools import DEFAULT_TIMEOUT_S
 
 _STATUS = {"ok": "ok", "timeout": "timeout"}
 
@@ -46,7 +47,7 @@ def make_sandbox_node(sessions: SandboxSessions):
 async def _run_streaming(sessions: SandboxSessions, thread: str, call: dict, write: Any) -> RunResult:
     session = await sessions.get(thread)
     result = None
-    async for event in session.run(call["args"]["code"], timeout=float(call["args"].get("timeout_s") or 30)):
+    async for event in session.run(call["args"]["code"], timeout=float(call["args"].get("timeout_s") or DEFAULT_TIMEOUT_S)):
         if event.type == "done":
             result = event.result
         else:

@@ -23,31 +23,38 @@ def raw_calls(message: BaseMessage) -> list[RawCall]:
     openai_calls = message.additional_kwargs.get("tool_calls") if isinstance(message, AIMessage) else None
     if openai_calls:
         return [
-            _raw(c.get("id"), c.get("function", {}).get("name"), c.get("function", {}).get("arguments"), i)
+            as_raw_call(c.get("id"), c.get("function", {}).get("name"), c.get("function", {}).get("arguments"), i)
             for i, c in enumerate(openai_calls)
         ]
     if not isinstance(message, AIMessage):
         return []
-    parsed = [_raw(c.get("id"), c["name"], json.dumps(c["args"]), i) for i, c in enumerate(message.tool_calls)]
+    parsed = [as_raw_call(c.get("id"), c["name"], json.dumps(c["args"]), i) for i, c in enumerate(message.tool_calls)]
     broken = [
-        _raw(c.get("id"), c.get("name"), c.get("args"), len(parsed) + i)
+        as_raw_call(c.get("id"), c.get("name"), c.get("args"), len(parsed) + i)
         for i, c in enumerate(message.invalid_tool_calls)
     ]
     return parsed + broken
 
 
+def add_fragment(calls: dict[Any, dict[str, str]], fragment: dict[str, Any], position: int = 0) -> Any:
+    """Append one streamed tool-call fragment to the call it belongs to; returns that call's key."""
+    key = fragment.get("index", position)
+    entry = calls.setdefault(key, {"id": "", "name": "", "arguments": ""})
+    entry["id"] = entry["id"] or (fragment.get("id") or "")
+    entry["name"] += fragment.get("name") or ""
+    entry["arguments"] += fragment.get("args") or ""
+    return key
+
+
 def _from_chunks(chunks: list[dict[str, Any]]) -> list[RawCall]:
     by_index: dict[Any, dict[str, str]] = {}
     for position, chunk in enumerate(chunks):
-        key = chunk.get("index", position)
-        entry = by_index.setdefault(key, {"id": "", "name": "", "arguments": ""})
-        entry["id"] = entry["id"] or (chunk.get("id") or "")
-        entry["name"] += chunk.get("name") or ""
-        entry["arguments"] += chunk.get("args") or ""
-    return [_raw(e["id"], e["name"], e["arguments"], i) for i, e in enumerate(by_index.values())]
+        add_fragment(by_index, chunk, position)
+    return [as_raw_call(e["id"], e["name"], e["arguments"], i) for i, e in enumerate(by_index.values())]
 
 
-def _raw(call_id: str | None, name: str | None, arguments: Any, position: int) -> RawCall:
+def as_raw_call(call_id: str | None, name: str | None, arguments: Any, position: int) -> RawCall:
+    """A RawCall; a call without an id is named by its position in the turn."""
     if arguments is not None and not isinstance(arguments, str):
         arguments = json.dumps(arguments)
     return RawCall(id=call_id or f"call_{position}", name=name or "", arguments=arguments or "")

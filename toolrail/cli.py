@@ -20,11 +20,11 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 from rich.console import Console
 
+from toolrail.checkpoints import DEFAULT_DB
 from toolrail.errors import ToolrailError
 from toolrail.render import RunRenderer, state_as_json
 from toolrail.tracing import guard_tracing
 
-from toolrail.checkpoints import DEFAULT_DB
 TRIP_PROMPT = "Plan a trip from SF to NYC. What's the weather there and find me flights."
 
 

@@ -29,40 +29,37 @@ async def _snapshots(thread: str, db: str | None) -> list[Any]:
     from toolrail.graphs.agent import build_graph
     from toolrail.recorded import RecordedChatModel, load_transcript
 
-    async with open_checkpointer(checkpoint_location(db)) as saver:
+    location = checkpoint_location(db)
+    async with open_checkpointer(location) as saver:
         reader = build_graph(model=RecordedChatModel(transcript=load_transcript("trip")), checkpointer=saver)
         snapshots = [s async for s in reader.aget_state_history({"configurable": {"thread_id": thread}})]
     if not snapshots:
-        raise ThreadError(f"no thread {thread!r} in {checkpoint_location(db)} (see the thread id a run prints)")
+        raise ThreadError(f"no thread {thread!r} in {location} (see the thread id a run prints)")
     return snapshots
 
 
 async def thread_prompt(thread: str, db: str | None) -> str:
     """The thread's first user message: it chooses the recorded transcript when offline.
 
-    A process killed right after its first checkpoint has the prompt only as that checkpoint's
-    pending input (the `__start__` channel, or the input task's pending writes), not yet in state.
+    Only the latest checkpoint is read. A process killed right after its first checkpoint has
+    the prompt only as that checkpoint's pending input (the `__start__` channel, or the input
+    task's pending writes), not yet in state.
     """
-    latest = (await _snapshots(thread, db))[0]
-    human = next((m for m in _messages_of(latest.values.get("messages")) if m.type == "human"), None)
-    if human is None:
-        human = await _pending_prompt(thread, db)
-    if human is None:
-        raise ThreadError(f"thread {thread!r} has no user message yet; start it again with 'toolrail run --thread {thread}'")
-    return str(human.content)
-
-
-async def _pending_prompt(thread: str, db: str | None) -> Any:
-    async with open_checkpointer(checkpoint_location(db)) as saver:
+    location = checkpoint_location(db)
+    async with open_checkpointer(location) as saver:
         latest = await saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
     if latest is None:
-        return None
-    start = latest.checkpoint.get("channel_values", {}).get("__start__") or {}
-    candidates = [*_messages_of(start.get("messages") if isinstance(start, dict) else None)]
+        raise ThreadError(f"no thread {thread!r} in {location} (see the thread id a run prints)")
+    channels = latest.checkpoint.get("channel_values", {})
+    start = channels.get("__start__") or {}
+    candidates = [*_messages_of(channels.get("messages")), *_messages_of(start.get("messages") if isinstance(start, dict) else None)]
     for _, channel, value in latest.pending_writes or []:
         if channel == "messages":
             candidates += _messages_of(value)
-    return next((m for m in candidates if m.type == "human"), None)
+    human = next((m for m in candidates if m.type == "human"), None)
+    if human is None:
+        raise ThreadError(f"thread {thread!r} has no user message yet; start it again with 'toolrail run --thread {thread}'")
+    return str(human.content)
 
 
 def _messages_of(value: Any) -> list:

@@ -76,12 +76,12 @@ class SqliteSideEffectLedger(SideEffectLedger):
     def __init__(self, path: str | Path):
         self.path = str(path)
         with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")  # kept by the file itself
             db.execute(TABLE)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA synchronous=FULL")  # per connection
         return db
 
     async def claim(self, thread: str, call_id: str, tool: str) -> Outcome | None:

@@ -54,24 +54,16 @@ class Speculation:
         started.task.cancel()
         return None
 
-    def discard(self, thread: str, call_ids: list[str]) -> list[str]:
-        """Cancel the speculative calls of a discarded turn; returns the ids that were running."""
-        cancelled = []
-        for call_id in call_ids:
-            started = self._running.pop((thread, call_id), None)
-            if started is not None:
-                started.task.cancel()
-                cancelled.append(call_id)
-        return cancelled
-
     def cancel_turn(self, thread: str, calls: list[RawCall], why: str) -> list[CallResult]:
         """Cancel what a discarded turn started, leaving a trace of it for `results`."""
-        cancelled = set(self.discard(thread, [c["id"] for c in calls]))
         outcome = Outcome("cancelled", f"Cancelled: started speculatively, but {why}", time.time(), 0.0)
-        return [outcome.as_result(c, speculative=True) for c in calls if c["id"] in cancelled]
-
-    def running(self, thread: str) -> list[str]:
-        return [call_id for (t, call_id) in self._running if t == thread]
+        results = []
+        for call in calls:
+            started = self._running.pop((thread, call["id"]), None)
+            if started is not None:
+                started.task.cancel()
+                results.append(outcome.as_result(call, speculative=True))
+        return results
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
