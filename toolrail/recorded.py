@@ -90,10 +90,11 @@ class RecordedChatModel(BaseChatModel):
 
     @classmethod
     def for_prompt(cls, prompt: str) -> "RecordedChatModel":
-        for transcript in available_transcripts():
+        transcripts = available_transcripts()
+        for transcript in transcripts:
             if _normalise(transcript.prompt) == _normalise(prompt):
                 return cls(transcript=transcript)
-        known = "; ".join(repr(t.prompt) for t in available_transcripts())
+        known = "; ".join(repr(t.prompt) for t in transcripts)
         raise ModelUnavailable(
             "no API key set, and the recorded model only replays these prompts: "
             f"{known}. Set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server) for a live model."
