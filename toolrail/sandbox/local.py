@@ -184,6 +184,17 @@ class Interpreter:
         await asyncio.to_thread(self.cleanup)
         return self.process.returncode
 
+    async def items_until(self, deadline: float) -> AsyncIterator[tuple[str, Any]]:
+        """What the pumps deliver, until `deadline` passes or the driver exits or talks garbage."""
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                kind, payload = await asyncio.wait_for(self.queue.get(), left)
+            except asyncio.TimeoutError:
+                return
+            yield kind, payload
+            if kind in ("exit", "garbage"):
+                return
+
     def stop_pumps(self) -> None:
         for task in self.pumps:
             task.cancel()
@@ -304,18 +315,11 @@ class LocalSandbox(Sandbox):
 
     async def _await_ready(self, interpreter: Interpreter) -> None:
         errors: list[bytes] = []
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                kind, payload = await asyncio.wait_for(interpreter.queue.get(), left)
-            except asyncio.TimeoutError:
-                break
+        async for kind, payload in interpreter.items_until(time.monotonic() + START_TIMEOUT_S):
             if kind == "event" and payload.get("type") == "ready":
                 return
             if kind == "stderr":
                 errors.append(payload)
-            if kind in ("exit", "garbage"):
-                break
         await interpreter.kill()
         interpreter.stop_pumps()
         detail = b"".join(errors).decode(errors="replace").strip()
@@ -503,19 +507,12 @@ class LocalSandbox(Sandbox):
             interpreter, _ = await self._ensure_interpreter()
             message["id"] = request_id = next(self._ids)
             await interpreter.send(message)
-            deadline = time.monotonic() + REQUEST_TIMEOUT_S
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    kind, payload = await asyncio.wait_for(interpreter.queue.get(), left)
-                except asyncio.TimeoutError:
-                    break
+            async for kind, payload in interpreter.items_until(time.monotonic() + REQUEST_TIMEOUT_S):
                 if kind == "event" and payload.get("id") == request_id:
                     self._last_used = time.monotonic()
                     if payload.get("type") == "error":
                         raise SandboxError(f"{message['op']} failed in the sandbox: {payload.get('message')}")
                     return payload
-                if kind in ("exit", "garbage"):
-                    break
             await interpreter.kill()
             interpreter.stop_pumps()
             self._interpreter, self._lost_reason = None, f"the interpreter was lost during a {message['op']} request"
