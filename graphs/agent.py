@@ -1,7 +1,7 @@
 """The toolrail agent graph.
 
-    START -> planner -> validate -> (Send one task per call) tools   -> planner -> ... -> END
-                ^           |                                   sandbox -> planner
+    START -> planner -> validate -> (one Send for the turn's calls) tools   -> planner -> ... -> END
+                ^           |                   (one Send per code call) sandbox -> planner
                 +-- invalid: errors go back to the model, within the retry budget
 
 `run_python` calls go to the sandbox node (isolated, one stateful session per thread); every
@@ -21,6 +21,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
 from toolrail.execution import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOOL_TIMEOUT_S, CallExecutor
+from toolrail.journal import ResultJournal, journal_beside
 from toolrail.ledger import SideEffectLedger
 from toolrail.models import default_model
 from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
@@ -50,24 +51,28 @@ def build_graph(
     *,
     max_retries: int = 2,
     tool_timeout: float = DEFAULT_TOOL_TIMEOUT_S,
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    max_concurrency: int | None = DEFAULT_MAX_CONCURRENCY,
+    max_threads: int | None = None,
     speculative: bool = True,
     sandboxes: SandboxSessions | None = None,
     ledger: SideEffectLedger | None = None,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    journal: ResultJournal | None = None,
 ):
+    """The agent graph. `journal` keeps finished calls' results for crash-resume (default: beside
+    `ledger`; none without one, e.g. an in-memory run that cannot outlive its process anyway)."""
     tools = DEFAULT_TOOLS if tools is None else tools
     model = default_model() if model is None else model
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
 
-    executor = CallExecutor(max_concurrency=max_concurrency, default_timeout=tool_timeout)
+    executor = CallExecutor(max_concurrency=max_concurrency, default_timeout=tool_timeout, max_threads=max_threads)
     speculation = Speculation(executor, enabled=speculative)
 
     builder = StateGraph(AgentState)
     builder.add_node("planner", make_planner(model, tools, speculation, system_prompt))
     builder.add_node("validate", make_validate(tools, speculation, max_retries))
-    builder.add_node("tools", make_tool_runner(tools, executor, speculation, ledger))
+    builder.add_node("tools", make_tool_runner(tools, executor, speculation, ledger, journal or journal_beside(ledger)))
 
     executors = ["tools"]
     if any(tool.target == "sandbox" for tool in tools):

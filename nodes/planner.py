@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage, SystemMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage, SystemMessage
+from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 
@@ -94,23 +95,33 @@ def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thr
     if tool is None:
         return
     try:
-        args = tool.validate(call["arguments"]).model_dump(mode="json", by_alias=True)
+        model = tool.validate(call["arguments"])
     except InvalidToolCall:
         return  # the validate node will report it; nothing starts
-    if speculation.start(thread, call["id"], tool, args):
+    if speculation.start(thread, call["id"], tool, model.model_dump(mode="json", by_alias=True), validated=model):
         started.append(call)
         get_stream_writer()({"type": "speculative_start", "call_id": call["id"], "name": call["name"], "at": time.time()})
 
 
 async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watcher: CallWatcher) -> BaseMessage:
     """Stream the reply (so calls start and text shows as they are generated); merge the chunks."""
-    reply: BaseMessage | None = None
+    chunks: list[BaseMessage] = []
     async for chunk in model.astream(prompt, config):
         watcher.feed(chunk)
-        reply = chunk if reply is None else reply + chunk
-    if reply is None:
+        chunks.append(chunk)
+    if not chunks:
         raise ModelUnavailable("the model returned an empty stream")
-    return reply
+    return merge_chunks(chunks)
+
+
+def merge_chunks(chunks: list[BaseMessage]) -> BaseMessage:
+    """All chunks merged in one pass: `a + b` per chunk copies the growing reply each time (O(N²))."""
+    if len(chunks) == 1 or not all(isinstance(c, AIMessageChunk) for c in chunks):
+        reply = chunks[0]
+        for chunk in chunks[1:]:
+            reply = reply + chunk
+        return reply
+    return add_ai_message_chunks(chunks[0], *chunks[1:])
 
 
 def _model_failure(exc: Exception, state: AgentState) -> RunFailure:

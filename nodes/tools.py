@@ -1,39 +1,73 @@
-"""tools: run one validated call (LangGraph `Send` starts one task per call, all at once).
+"""tools: run every validated call of the turn at once, in one task.
 
-Reads the task's `call`; writes one ToolMessage and one timed `results` entry. If the planner
-already started this call speculatively, the running task is awaited instead of starting the
-call again; a side-effecting call goes through the ledger, so it never runs twice. A tool that raises or times out yields an error message; other calls' tasks are
-unaffected.
+Reads the task's `calls` (one `Send` for the whole turn; a single `call` is accepted too);
+writes one ToolMessage and one timed `results` entry per call, in the turn's order. All calls
+run concurrently with asyncio (sync tools on the executor's thread pool), like LangGraph's
+`ToolNode`: one task per turn instead of one per call keeps LangGraph's per-task cost out of a
+large fan-out.
+
+Crash-resume still keeps every finished call: each outcome is recorded in toolrail's result
+journal (batched, beside the side-effect ledger) as soon as the call finishes, and a resumed
+task takes the recorded outcomes instead of running those calls again. If the planner already
+started a call speculatively, the running task is awaited instead of starting the call again; a
+side-effecting call goes through the ledger, so it never runs twice. A tool that raises or times
+out yields an error message; the other calls are unaffected.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 
 from toolrail.execution import CallExecutor, Outcome
+from toolrail.journal import JournalBatch, ResultJournal
 from toolrail.ledger import SideEffectLedger
 from toolrail.speculation import Speculation, thread_of
-from toolrail.state import CallTask, ValidatedCall
+from toolrail.state import ToolsTask, ValidatedCall
 from toolrail.tools.registry import ToolRegistry
 
 
-def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: Speculation, ledger: SideEffectLedger | None = None):
-    async def run_tool(task: CallTask, config: RunnableConfig) -> dict[str, Any]:
-        call, thread = task["call"], thread_of(config)
+def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: Speculation,
+                     ledger: SideEffectLedger | None = None, journal: ResultJournal | None = None):
+    async def run_call(call: ValidatedCall, thread: str) -> tuple[Outcome, bool]:
+        """One call, however it gets there: (outcome, whether it was started speculatively)."""
         tool = tools.get(call["name"])
         running = speculation.take(thread, call["id"], call["args"])
         if running is not None:
-            outcome = await running
-        elif tool.side_effects and ledger is not None:
-            outcome = await ledger.run_once(thread, call["id"], tool.name, lambda: executor.execute(tool, call["args"], call["id"]))
+            return await running, True
+        validated = speculation.validated.pop(call)
+        if tool.side_effects and ledger is not None:
+            outcome = await ledger.run_once(thread, call["id"], tool.name, lambda: executor.execute(tool, call["args"], call["id"], validated=validated))
         else:
-            outcome = await executor.execute(tool, call["args"], call["id"])
-        return tool_outcome(call, outcome, speculative=running is not None)
+            outcome = await executor.execute(tool, call["args"], call["id"], validated=validated)
+        return outcome, False
 
-    return run_tool
+    async def run_tools(task: ToolsTask, config: RunnableConfig) -> dict[str, Any]:
+        calls, thread = task.get("calls") or [task["call"]], thread_of(config)
+        scope = f"{thread}/{(config.get('configurable') or {}).get('checkpoint_ns', '')}"
+        earlier = await journal.finished(scope) if journal is not None else {}
+        batch = journal.batch(scope) if journal is not None else None
+
+        async def one(call: ValidatedCall) -> tuple[Outcome, bool]:
+            if call["id"] in earlier:
+                return earlier[call["id"]]
+            outcome, speculative = await run_call(call, thread)
+            if batch is not None:
+                batch.record(call["id"], call["name"], outcome, speculative)
+            return outcome, speculative
+
+        try:
+            outcomes = await asyncio.gather(*(one(call) for call in calls))
+        finally:
+            if batch is not None:
+                await batch.close()
+        updates = [tool_outcome(call, outcome, speculative) for call, (outcome, speculative) in zip(calls, outcomes)]
+        return {"messages": [u["messages"][0] for u in updates], "results": [u["results"][0] for u in updates]}
+
+    return run_tools
 
 
 def tool_outcome(call: ValidatedCall, outcome: Outcome, speculative: bool = False) -> dict[str, Any]:

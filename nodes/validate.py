@@ -30,6 +30,8 @@ def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: in
         checked = [_check(tools, call) for call in state.get("turn_calls", [])]
         verdicts = [_verdict(call, turn, error) for call, (_, error) in zip(state["turn_calls"], checked)]
         if all(error is None for _, error in checked):
+            for call, _ in checked:
+                speculation.validated.remember(call["args"], call.pop("model"))  # for the tools node
             return {"validated_calls": [v for v, _ in checked], "verdicts": verdicts, "attempts": 0}
         attempts = state.get("attempts", 0) + 1
         discarded = speculation.cancel_turn(thread_of(config), state["turn_calls"], "another call of its turn was invalid")
@@ -48,13 +50,16 @@ def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: in
 
 
 def route_after_validate(state: AgentState) -> list[Send] | str:
-    """Valid turn: fan out one task per call. Invalid: back to the planner, or stop."""
+    """Valid turn: one tools task for all its calls, one sandbox task per code call.
+    Invalid: back to the planner, or stop."""
     if state.get("failure"):
         return END
     calls = state.get("validated_calls") or []
     if not calls:
         return "planner"
-    return [Send(call["target"], {"call": call}) for call in calls]
+    tool_calls = [call for call in calls if call["target"] == "tools"]
+    sends = [Send("tools", {"calls": tool_calls})] if tool_calls else []
+    return sends + [Send(call["target"], {"call": call}) for call in calls if call["target"] != "tools"]
 
 
 def _check(tools: ToolRegistry, call: RawCall) -> tuple[ValidatedCall | None, InvalidToolCall | None]:
@@ -68,6 +73,7 @@ def _check(tools: ToolRegistry, call: RawCall) -> tuple[ValidatedCall | None, In
     except InvalidToolCall as exc:
         return None, exc
     validated = ValidatedCall(id=call["id"], name=tool.name, args=args.model_dump(mode="json", by_alias=True), target=tool.target)
+    validated["model"] = args  # taken off before the call enters state
     return validated, None
 
 

@@ -10,7 +10,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from conftest import client_for
-from toolrail.execution import CallExecutor
+from toolrail.execution import DEFAULT_MAX_THREADS, CallExecutor
 from toolrail.graphs.agent import build_graph
 from toolrail.speculation import Speculation
 from toolrail.testing.openai_server import ScriptedReply, answer, call, calls
@@ -178,3 +178,15 @@ async def test_a_hundred_calls_fan_out_under_the_concurrency_cap(openai_server, 
     assert max(gaps) < 1.0, "sync tools must not block the event loop"
     sent_back = [m for m in openai_server.requests[1]["messages"] if m["role"] == "tool"]
     assert [m["tool_call_id"] for m in sent_back] == [f"w{i}" for i in range(100)]
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_by_default_async_calls_all_run_at_once_and_sync_calls_share_the_thread_pool(openai_server, sync):
+    in_flight, peak = [0], [0]
+    expected_peak = DEFAULT_MAX_THREADS if sync else 100
+    registry = _fan_out_registry(in_flight, peak, sync, expected_peak)
+    openai_server.script(calls(*[call("work", {"n": i}, id=f"w{i}") for i in range(100)]), answer("done"))
+    state = await run(openai_server, registry, speculative=False)
+    assert [r["id"] for r in state["results"]] == [f"w{i}" for i in range(100)]
+    assert {r["status"] for r in state["results"]} == {"ok"}
+    assert peak[0] == expected_peak

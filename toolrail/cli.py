@@ -69,7 +69,8 @@ def _graph_options() -> argparse.ArgumentParser:
     options.add_argument("--db", default=None, help=f"SQLite file or postgresql:// URL (default: TOOLRAIL_CHECKPOINT_URL, TOOLRAIL_DB or {DEFAULT_DB})")
     options.add_argument("--max-retries", type=_non_negative_int, default=2, help="invalid turns the model may retry (default 2)")
     options.add_argument("--tool-timeout", type=_positive_float, default=30.0, help="default per-call timeout, seconds")
-    options.add_argument("--max-concurrency", type=_positive_int, default=64, help="calls running at once, at most (default 64)")
+    options.add_argument("--max-concurrency", type=_positive_int, default=None, help="calls running at once, at most (default: no cap on async calls)")
+    options.add_argument("--max-threads", type=_positive_int, default=None, help="threads for sync tools (default: --max-concurrency, else 64)")
     options.add_argument("--no-speculation", action="store_true", help="start calls only once the whole reply has arrived")
     options.add_argument("--file", action="append", default=[], metavar="PATH", help="hand this file to the sandbox (repeatable)")
     options.add_argument("--out", default=".toolrail/files", metavar="DIR", help="where files the sandbox produces are saved")
@@ -150,7 +151,7 @@ async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tup
     async with open_checkpointer(location) as checkpointer, sessions:
         graph = build_graph(
             model=model, tools=_tools(args.tools), checkpointer=checkpointer, max_retries=args.max_retries,
-            tool_timeout=args.tool_timeout, max_concurrency=args.max_concurrency,
+            tool_timeout=args.tool_timeout, max_concurrency=args.max_concurrency, max_threads=args.max_threads,
             speculative=not args.no_speculation, sandboxes=sessions, ledger=open_ledger(location),
         )
         yield graph, model_label, location

@@ -2,6 +2,10 @@
 
 Both paths that start calls — the tools node and speculative dispatch — come through here, so
 a call behaves the same however it was started.
+
+Limits: sync tools run in a thread pool of `max_threads` (default 64) so they never block the
+event loop; async calls are not capped by default (an `await` on the network costs no thread,
+and capping it only makes a fan-out run in waves). `max_concurrency` caps every call when set.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from toolrail.state import CallResult, RawCall, ValidatedCall
 from toolrail.tools.registry import Tool
 
 DEFAULT_TOOL_TIMEOUT_S = 30.0
-DEFAULT_MAX_CONCURRENCY = 64
+DEFAULT_MAX_CONCURRENCY: int | None = None  # no cap on async calls unless asked for
+DEFAULT_MAX_THREADS = 64  # threads for sync tools
 
 
 @dataclass
@@ -36,15 +43,20 @@ class Outcome:
 
 
 class CallExecutor:
-    """Runs calls with a shared cap on how many run at once (sync tools included)."""
+    """Runs calls: sync tools on a bounded thread pool, and an optional cap on all calls at once."""
 
-    def __init__(self, max_concurrency: int = DEFAULT_MAX_CONCURRENCY, default_timeout: float = DEFAULT_TOOL_TIMEOUT_S):
-        if max_concurrency < 1:
+    def __init__(self, max_concurrency: int | None = DEFAULT_MAX_CONCURRENCY, default_timeout: float = DEFAULT_TOOL_TIMEOUT_S,
+                 max_threads: int | None = None):
+        if max_concurrency is not None and max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if max_threads is not None and max_threads < 1:
+            raise ValueError(f"max_threads must be >= 1, got {max_threads}")
         self.max_concurrency, self.default_timeout = max_concurrency, default_timeout
-        # Sync tools get their own pool, as wide as the cap: the default executor has ~6 threads
-        # on a 2-core machine and would quietly serialise a 100-call fan-out.
-        self.threads = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="toolrail-tool")
+        # Sync tools get their own pool: the default executor has ~6 threads on a 2-core machine
+        # and would quietly serialise a 100-call fan-out. Threads start lazily, as calls need them.
+        # Without a thread count, a cap on calls sizes the pool too (else DEFAULT_MAX_THREADS).
+        self.max_threads = max_threads or max_concurrency or DEFAULT_MAX_THREADS
+        self.threads = ThreadPoolExecutor(max_workers=self.max_threads, thread_name_prefix="toolrail-tool")
         self._caps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
     def _cap(self) -> asyncio.Semaphore:
@@ -53,24 +65,57 @@ class CallExecutor:
             self._caps[loop] = asyncio.Semaphore(self.max_concurrency)
         return self._caps[loop]
 
-    async def execute(self, tool: Tool, args: dict[str, Any], call_id: str = "", speculative: bool = False) -> Outcome:
+    async def execute(self, tool: Tool, args: dict[str, Any], call_id: str = "", speculative: bool = False,
+                      *, validated: BaseModel | None = None) -> Outcome:
+        """Run one call. `validated` is the arguments' model when the caller already has it, so
+        a call is validated once on its way to the tool; without it, `args` is validated here."""
+        if self.max_concurrency is None:
+            return await self._execute(tool, args, call_id, speculative, validated)
+        async with self._cap():
+            return await self._execute(tool, args, call_id, speculative, validated)
+
+    async def _execute(self, tool: Tool, args: dict[str, Any], call_id: str, speculative: bool, validated: BaseModel | None) -> Outcome:
         timeout = tool.timeout or self.default_timeout
         trace = {  # names and metadata for LangSmith; ignored when tracing is off
             "run_name": f"tool:{tool.name}", "tags": ["toolrail", "speculative" if speculative else "dispatched"],
             "metadata": {"tool": tool.name, "call_id": call_id, "speculative": speculative, "side_effects": tool.side_effects},
         }
-        async with self._cap():
-            started, clock = time.time(), time.perf_counter()
-            try:
-                output = await asyncio.wait_for(tool.run(tool.validate(args), self.threads, trace), timeout)
-                status, content = "ok", render_output(output)
-            except asyncio.TimeoutError:
-                status, content = "timeout", f"Error: {tool.name} timed out after {timeout:g}s"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a failing tool must not take the turn down
-                status, content = "error", f"Error: {tool.name} raised {type(exc).__name__}: {exc}"
-            return Outcome(status, content, started, time.perf_counter() - clock)
+        started, clock = time.time(), time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                output = await tool.run(validated if validated is not None else tool.validate(args), self.threads, trace)
+            status, content = "ok", render_output(output)
+        except TimeoutError:
+            status, content = "timeout", f"Error: {tool.name} timed out after {timeout:g}s"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failing tool must not take the turn down
+            status, content = "error", f"Error: {tool.name} raised {type(exc).__name__}: {exc}"
+        return Outcome(status, content, started, time.perf_counter() - clock)
+
+
+class ValidatedArgs:
+    """The validated model of each call's `args`, from the validate node to the tools node.
+
+    State carries `args` as plain JSON (checkpoints need that); the tools node would otherwise
+    have to validate them again to get typed values. Keyed by the identity of the `args` dict
+    that travels from state into the tools task: after a resume (or anything else that made a
+    new dict) there is no entry and the call is simply validated again. Bounded, so a turn whose
+    tools never run cannot grow it without end.
+    """
+
+    def __init__(self, limit: int = 16384):
+        self.limit = limit
+        self._models: dict[int, tuple[dict[str, Any], BaseModel]] = {}
+
+    def remember(self, args: dict[str, Any], model: BaseModel) -> None:
+        if len(self._models) >= self.limit:
+            self._models.pop(next(iter(self._models)))
+        self._models[id(args)] = (args, model)
+
+    def pop(self, call: ValidatedCall) -> BaseModel | None:
+        entry = self._models.pop(id(call["args"]), None)
+        return entry[1] if entry is not None and entry[0] is call["args"] else None
 
 
 def render_output(output: Any) -> str:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from toolrail.execution import CallExecutor, Outcome
+from toolrail.execution import CallExecutor, Outcome, ValidatedArgs
 from toolrail.state import CallResult, RawCall
 from toolrail.tools.registry import Tool
 
@@ -32,14 +32,16 @@ class Speculation:
     def __init__(self, executor: CallExecutor, enabled: bool = True):
         self.executor, self.enabled = executor, enabled
         self._running: dict[tuple[str, str], _Started] = {}
+        # Validated models from the validate node to the tools node (one validation per call).
+        self.validated = ValidatedArgs()
 
-    def start(self, thread: str, call_id: str, tool: Tool, args: dict[str, Any]) -> bool:
+    def start(self, thread: str, call_id: str, tool: Tool, args: dict[str, Any], validated: Any = None) -> bool:
         """Start `tool(args)` now, if speculation is on and the tool allows it."""
         if not self.enabled or not tool.speculative or tool.side_effects or (thread, call_id) in self._running:
             return False
         # A fresh context: the call must not inherit the planner's callbacks or stream writer.
         task = asyncio.get_running_loop().create_task(
-            self.executor.execute(tool, args, call_id, speculative=True), context=contextvars.Context()
+            self.executor.execute(tool, args, call_id, speculative=True, validated=validated), context=contextvars.Context()
         )
         self._running[(thread, call_id)] = _Started(args, task)
         return True

@@ -78,6 +78,13 @@ class AgentState(TypedDict, total=False):
 
 
 class CallTask(TypedDict):
-    """What `Send` hands one tools/sandbox task: a single validated call."""
+    """What `Send` hands one sandbox task: a single validated call."""
 
     call: ValidatedCall
+
+
+class ToolsTask(TypedDict, total=False):
+    """What `Send` hands the tools task: every validated call of the turn that goes to tools."""
+
+    calls: list[ValidatedCall]
+    call: ValidatedCall  # a single call (accepted for callers that send one task per call)

@@ -78,7 +78,18 @@ class Tool:
         return {"type": "function", "function": function}
 
     def validate(self, arguments: str | dict[str, Any]) -> BaseModel:
-        """Parse and validate raw arguments; raise InvalidToolCall with every problem found."""
+        """Parse and validate raw arguments; raise InvalidToolCall with every problem found.
+
+        Fast path: Pydantic parses and validates the raw text in one pass (its Rust JSON parser).
+        Only text that fails it and holds a `null` takes the slow path, where strict mode's
+        "null means not given" is turned into the field's default before validating again.
+        """
+        if isinstance(arguments, str):
+            try:
+                return self.args_model.model_validate_json(arguments, strict=True, extra="forbid")
+            except ValidationError as exc:
+                if "null" not in arguments and _about_fields(exc):
+                    raise InvalidToolCall(self.name, _field_errors(exc, self.args_model)) from None
         data = _parse_arguments(self.name, arguments)
         data = _drop_default_nulls(data, self.source_schema)
         try:
@@ -94,6 +105,16 @@ class Tool:
         fields = {(info.alias or name): getattr(args, name) for name, info in type(args).model_fields.items()}
         if not isinstance(self.runnable, BaseTool):
             return await self.runnable.ainvoke(fields)
+        direct = _direct_function(self.runnable)
+        if direct is not None and not _traced():
+            # Already validated: calling the function itself skips langchain's second validation
+            # and its callback set-up (nothing would observe them with tracing off).
+            function, is_async = direct
+            if is_async:
+                return await function(**fields)
+            if threads is not None:
+                call = functools.partial(contextvars.copy_context().run, functools.partial(function, **fields))
+                return await asyncio.get_running_loop().run_in_executor(threads, call)
         if threads is not None and isinstance(self.runnable, StructuredTool) and self.runnable.coroutine is None:
             context = contextvars.copy_context()
             call = functools.partial(context.run, self.runnable.invoke, fields, config)
@@ -202,6 +223,30 @@ def all_tools(*registries: Iterable[Tool]) -> ToolRegistry:
 
 
 # --- parsing and error shaping -------------------------------------------------------------
+
+
+def _about_fields(exc: ValidationError) -> bool:
+    """Errors about fields of a JSON object; broken JSON or a non-object is worded by the slow path."""
+    return all(err["loc"] and err["type"] != "json_invalid" for err in exc.errors(include_url=False))
+
+
+def _direct_function(tool: BaseTool) -> tuple[Callable, bool] | None:
+    """The plain function behind a StructuredTool built from a function, with whether it is async."""
+    if type(tool) is not StructuredTool or tool.response_format != "content":
+        return None
+    if tool.coroutine is not None:
+        return tool.coroutine, True
+    return (tool.func, False) if tool.func is not None else None
+
+
+def _traced() -> bool:
+    """Is anything listening to callbacks here (LangSmith, a user's handler)?"""
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langsmith.utils import tracing_is_enabled
+
+    callbacks = (var_child_runnable_config.get() or {}).get("callbacks")
+    handlers = getattr(callbacks, "handlers", callbacks) or []
+    return bool(handlers) or tracing_is_enabled()
 
 
 def _parse_arguments(tool: str, arguments: str | dict[str, Any]) -> dict[str, Any]:
