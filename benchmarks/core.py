@@ -7,6 +7,7 @@ import json
 import statistics
 import tempfile
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from toolrail.graphs.agent import build_graph
+from toolrail.ledger import SqliteSideEffectLedger
 from toolrail.recorded import RecordedCall, RecordedChatModel, RecordedTurn, Transcript, load_transcript
 from toolrail.testing.openai_server import OpenAICompatibleServer, answer, call, calls
 from toolrail.tools.demo import demo_tools
@@ -55,40 +57,103 @@ async def _timed(graph: Any, thread: str) -> tuple[float, dict]:
 # --- fan-out -------------------------------------------------------------------------------
 
 
-def _sleepers(seconds: float) -> ToolRegistry:
+def _sleepers(seconds: float, sync: bool = False) -> ToolRegistry:
     registry = ToolRegistry()
-
-    async def pause(n: int) -> int:
-        await asyncio.sleep(seconds)
-        return n
+    if sync:
+        def pause(n: int) -> int:
+            time.sleep(seconds)
+            return n
+    else:
+        async def pause(n: int) -> int:
+            await asyncio.sleep(seconds)
+            return n
 
     registry.register(pause, name="pause", description="Wait a little.")
     return registry
 
 
-async def bench_fan_out(n_calls: int = 50, seconds: float = 0.1, repeats: int = 3) -> dict[str, float]:
-    tools = _sleepers(seconds)
+def create_agent_graph(model: Any, tools: list, checkpointer: Any = None):
+    """langchain's `create_agent`: one `Send` per tool call (its documented fan-out)."""
+    from langchain.agents import create_agent
+
+    return create_agent(model=model, tools=tools, checkpointer=checkpointer)
+
+
+async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, repeats: int, folder: Path,
+                         peers: tuple[str, ...]) -> dict[str, float]:
+    """One size: toolrail, ToolNode and create_agent's per-call Send, the same script and tools."""
+    tools = _sleepers(seconds, sync)
     turns = [
         RecordedTurn(tool_calls=[RecordedCall(id=f"c{i}", name="pause", arguments=json.dumps({"n": i})) for i in range(n_calls)]),
         RecordedTurn(content="done"),
     ]
-    ours, theirs, phase = [], [], []
+    runs: dict[str, list[float]] = {"toolrail": [], **{p: [] for p in peers}}
+    phase: list[float] = []
     for r in range(repeats):
-        graph = build_graph(model=scripted_model(turns), tools=tools, checkpointer=InMemorySaver(), speculative=False)
-        wall, state = await _timed(graph, f"ours-{r}")
+        async with _saver(store, folder / f"ours-{n_calls}-{sync}-{r}.sqlite") as saver:
+            ledger = SqliteSideEffectLedger(folder / f"ours-{n_calls}-{sync}-{r}-ledger.sqlite") if store == "sqlite" else None
+            graph = build_graph(model=scripted_model(turns), tools=tools, checkpointer=saver, speculative=False, ledger=ledger)
+            wall, state = await _timed(graph, f"ours-{r}")
         results = state["results"]
         phase.append(max(x["started_at"] + x["duration_s"] for x in results) - min(x["started_at"] for x in results))
-        ours.append(wall)
-        baseline = bare_graph(scripted_model(turns), [t.runnable for t in tools], InMemorySaver())
-        theirs.append((await _timed(baseline, f"theirs-{r}"))[0])
+        runs["toolrail"].append(wall)
+        for peer in peers:
+            async with _saver(store, folder / f"{peer}-{n_calls}-{sync}-{r}.sqlite") as saver:
+                make = bare_graph if peer == "toolnode" else create_agent_graph
+                runs[peer].append((await _timed(make(scripted_model(turns), [t.runnable for t in tools], saver), f"{peer}-{r}"))[0])
+    ours = statistics.median(runs["toolrail"])
+    figures = {"toolrail_run_s": ours, "tool_phase_over_slowest_call": statistics.median(phase) / seconds}
+    for peer in peers:
+        figures[f"{peer}_run_s"] = statistics.median(runs[peer])
+        figures[f"toolrail_over_{peer}"] = ours / statistics.median(runs[peer])
+    fastest = min(peers, key=lambda p: figures[f"{p}_run_s"])
+    figures["fastest_peer"] = fastest
+    figures["toolrail_over_fastest_peer"] = figures[f"toolrail_over_{fastest}"]
+    return figures
+
+
+@asynccontextmanager
+async def _saver(store: str, path: Path):
+    if store == "memory":
+        yield InMemorySaver()
+        return
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        yield saver
+
+
+async def bench_fan_out(n_calls: int = 50, seconds: float = 0.1, repeats: int = 3) -> dict[str, float]:
+    """One size, async tools, in memory: toolrail against ToolNode (the headline figure)."""
+    with tempfile.TemporaryDirectory() as folder:
+        figures = await _fan_out_point(n_calls, seconds, False, "memory", repeats, Path(folder), ("toolnode",))
+    return {"calls": n_calls, "call_s": seconds, **figures}
+
+
+SWEEP_SIZES = (1, 10, 50, 200, 1000)
+
+
+async def bench_fan_out_sweep(sizes: tuple[int, ...] = SWEEP_SIZES, seconds: float = 0.1, sync_seconds: float = 0.01,
+                              repeats: int = 3, peers: tuple[str, ...] = ("toolnode", "create_agent")) -> dict[str, Any]:
+    """Every size × async/sync tools × in-memory/SQLite checkpoints, each against every peer.
+
+    Sync tools sleep `sync_seconds` (10 ms): the peers run sync tools on asyncio's default
+    executor (min(32, cores + 4) threads), so 1,000 calls of 100 ms would take them ~17 s.
+    """
+    points = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for store in ("memory", "sqlite"):
+            for sync in (False, True):
+                for n in sizes:
+                    reps = repeats if n < 1000 else max(1, repeats - 1)
+                    key = f"{'sync' if sync else 'async'}_{store}_{n}"
+                    points[key] = await _fan_out_point(n, sync_seconds if sync else seconds, sync, store, reps, Path(folder), peers)
+    worst = max(points.values(), key=lambda f: f["toolrail_over_fastest_peer"])
     return {
-        "calls": n_calls,
-        "call_s": seconds,
-        "toolrail_tool_phase_s": statistics.median(phase),
-        "toolrail_run_s": statistics.median(ours),
-        "toolnode_run_s": statistics.median(theirs),
-        "tool_phase_over_slowest_call": statistics.median(phase) / seconds,
-        "toolrail_over_toolnode": statistics.median(ours) / statistics.median(theirs),
+        "points": points,
+        "worst_toolrail_over_fastest_peer": worst["toolrail_over_fastest_peer"],
+        "worst_async_tool_phase_over_slowest_call_to_200": max(
+            f["tool_phase_over_slowest_call"] for k, f in points.items() if k.startswith("async") and int(k.rsplit("_", 1)[1]) <= 200),
+        "async_tool_phase_over_slowest_call_at_1000": max(
+            (f["tool_phase_over_slowest_call"] for k, f in points.items() if k.startswith("async") and k.endswith("_1000")), default=0.0),
     }
 
 

@@ -16,12 +16,11 @@ from typing import Any
 import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage, SystemMessage
-from langchain_core.messages.ai import add_ai_message_chunks
+from langchain_core.messages import BaseMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 
-from toolrail.calls import add_fragment, as_raw_call, history_message, raw_calls
+from toolrail.calls import add_fragment, as_raw_call, history_message, merge_chunks, raw_calls
 from toolrail.errors import ModelUnavailable
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, RawCall, RunFailure
@@ -92,7 +91,7 @@ def _is_json_object(text: str) -> bool:
 
 def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thread: str, started: list[RawCall]) -> None:
     tool = tools.get(call["name"])
-    if tool is None:
+    if tool is None or not speculation.enabled or not tool.speculative or tool.side_effects:
         return
     try:
         model = tool.validate(call["arguments"])
@@ -112,16 +111,6 @@ async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableC
     if not chunks:
         raise ModelUnavailable("the model returned an empty stream")
     return merge_chunks(chunks)
-
-
-def merge_chunks(chunks: list[BaseMessage]) -> BaseMessage:
-    """All chunks merged in one pass: `a + b` per chunk copies the growing reply each time (O(N²))."""
-    if len(chunks) == 1 or not all(isinstance(c, AIMessageChunk) for c in chunks):
-        reply = chunks[0]
-        for chunk in chunks[1:]:
-            reply = reply + chunk
-        return reply
-    return add_ai_message_chunks(chunks[0], *chunks[1:])
 
 
 def _model_failure(exc: Exception, state: AgentState) -> RunFailure:

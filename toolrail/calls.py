@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import add_ai_message_chunks
 
 from toolrail.state import RawCall
 
@@ -85,3 +86,32 @@ def history_message(message: BaseMessage, calls: list[RawCall]) -> AIMessage:
         response_metadata=getattr(message, "response_metadata", {}) or {},
         usage_metadata=getattr(message, "usage_metadata", None),
     )
+
+
+def merge_chunks(chunks: list[BaseMessage]) -> BaseMessage:
+    """All chunks merged in O(N): `a + b` per chunk copies the growing reply each time, and
+    langchain's list merge looks up every tool-call fragment's index in the list merged so far
+    (both O(N²) in the number of calls). Fragments are assembled per call here, in one pass, and
+    only the chunks that carry text or metadata go through langchain's merge."""
+    if len(chunks) == 1 or not all(isinstance(c, AIMessageChunk) for c in chunks):
+        reply = chunks[0]
+        for chunk in chunks[1:]:
+            reply = reply + chunk
+        return reply
+    calls: dict[Any, dict[str, str]] = {}
+    rest: list[AIMessageChunk] = []
+    for i, chunk in enumerate(chunks):
+        fragments = chunk.tool_call_chunks
+        for fragment in fragments:
+            add_fragment(calls, fragment, len(calls))
+        if i == 0 or chunk.content or chunk.additional_kwargs or chunk.response_metadata or chunk.usage_metadata:
+            rest.append(chunk.model_copy(update={"tool_call_chunks": []}) if fragments else chunk)
+    merged = add_ai_message_chunks(rest[0], *rest[1:]) if len(rest) > 1 else rest[0]
+    tool_call_chunks = [
+        {"name": e["name"] or None, "args": e["arguments"], "id": e["id"] or None,
+         "index": key if isinstance(key, int) else position, "type": "tool_call_chunk"}
+        for position, (key, e) in enumerate(calls.items())
+    ]
+    return AIMessageChunk(content=merged.content, additional_kwargs=merged.additional_kwargs,
+                          response_metadata=merged.response_metadata, usage_metadata=merged.usage_metadata,
+                          id=merged.id, tool_call_chunks=tool_call_chunks)

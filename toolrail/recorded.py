@@ -18,9 +18,11 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
+
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import BaseModel, Field
 
+from toolrail.calls import merge_chunks
 from toolrail.errors import ModelUnavailable
 
 RECORDED_LABEL = "recorded model (scripted transcript, no AI is called)"
@@ -161,8 +163,7 @@ class RecordedChatModel(BaseChatModel):
             yield generation
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        merged = None
-        for chunk in self._chunks(self._turn(messages)):
-            merged = chunk if merged is None else merged + chunk
+        chunks = list(self._chunks(self._turn(messages)))
+        merged = merge_chunks(chunks)  # one pass, not O(N²)
         return ChatResult(generations=[ChatGeneration(message=merged)])
 
