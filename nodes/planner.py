@@ -65,21 +65,27 @@ class CallWatcher:
         self.on_complete = on_complete
         self.calls: dict[Any, dict[str, str]] = {}
         self.done: set[Any] = set()
+        self.open: dict[Any, None] = {}  # calls not yet complete, in order (usually one): O(1) per fragment
+        self.position: dict[Any, int] = {}
 
     def feed(self, chunk: BaseMessage) -> None:
         for fragment in getattr(chunk, "tool_call_chunks", None) or []:
             index = fragment.get("index", 0)
-            for earlier in [i for i in self.calls if i != index and i not in self.done]:
+            for earlier in [i for i in self.open if i != index]:
                 self._complete(earlier)
+            self.position.setdefault(index, len(self.position))
             add_fragment(self.calls, fragment)
+            if index not in self.done:
+                self.open[index] = None
             piece = fragment.get("args") or ""
             if "}" in piece and index not in self.done and _is_json_object(self.calls[index]["arguments"]):
                 self._complete(index)
 
     def _complete(self, index: Any) -> None:
         self.done.add(index)
+        self.open.pop(index, None)
         call = self.calls[index]
-        self.on_complete(as_raw_call(call["id"], call["name"], call["arguments"], list(self.calls).index(index)))
+        self.on_complete(as_raw_call(call["id"], call["name"], call["arguments"], self.position[index]))
 
 
 def _is_json_object(text: str) -> bool:
