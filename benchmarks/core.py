@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import statistics
 import tempfile
@@ -257,7 +258,7 @@ def _reply_chunks(n_calls: int) -> list[Any]:
     return chunks
 
 
-async def bench_streaming(n_calls: int = 1000, repeats: int = 3) -> dict[str, Any]:
+async def bench_streaming(n_calls: int = 1000, repeats: int = 5) -> dict[str, Any]:
     """Planner time for one reply of N calls: streamed chunk by chunk vs the same reply in one piece."""
     from langchain_core.language_models import BaseChatModel
     from langchain_core.outputs import ChatGenerationChunk, ChatResult, ChatGeneration
@@ -288,20 +289,28 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 3) -> dict[str, An
             for chunk in self.chunks:
                 yield ChatGenerationChunk(message=chunk)
 
-    streamed_chunks = _reply_chunks(n_calls)
-    whole = [merge_chunks(streamed_chunks)]
-    state = {"messages": [HumanMessage(PROMPT)]}
-    timings: dict[str, list[float]] = {"streamed": [], "whole": []}
-    for _ in range(repeats):
-        for name, chunks in (("streamed", streamed_chunks), ("whole", whole)):
-            planner = make_planner(Replay(chunks), demo_tools, Speculation(CallExecutor(), enabled=False))
-            start = time.perf_counter()
-            update = await planner(state, {"configurable": {"thread_id": "bench"}})
-            timings[name].append(time.perf_counter() - start)
-            assert len(update["turn_calls"]) == n_calls
-    streamed, whole_s = min(timings["streamed"]), min(timings["whole"])
-    return {"calls": n_calls, "chunks": len(streamed_chunks), "streamed_planner_ms": streamed * 1000,
-            "whole_reply_planner_ms": whole_s * 1000, "streamed_over_whole_reply": streamed / whole_s}
+    figures: dict[str, Any] = {}
+    for size in (n_calls // 10, n_calls):
+        streamed_chunks = _reply_chunks(size)
+        whole = [merge_chunks(streamed_chunks)]
+        state = {"messages": [HumanMessage(PROMPT)]}
+        timings: dict[str, list[float]] = {"streamed": [], "whole": []}
+        for _ in range(repeats):
+            for name, chunks in (("streamed", streamed_chunks), ("whole", whole)):
+                planner = make_planner(Replay(chunks), demo_tools, Speculation(CallExecutor(), enabled=False))
+                gc.collect()  # each side starts from the same heap, not the other's garbage
+                start = time.perf_counter()
+                update = await planner(state, {"configurable": {"thread_id": "bench"}})
+                timings[name].append(time.perf_counter() - start)
+                assert len(update["turn_calls"]) == size
+        figures[f"chunks_{size}"] = len(streamed_chunks)
+        figures[f"streamed_planner_ms_{size}"] = min(timings["streamed"]) * 1000
+        figures[f"whole_reply_planner_ms_{size}"] = min(timings["whole"]) * 1000
+    small, large = n_calls // 10, n_calls
+    figures["streamed_over_whole_reply"] = figures[f"streamed_planner_ms_{large}"] / figures[f"whole_reply_planner_ms_{large}"]
+    # O(N): the cost per call stays flat from N/10 to N calls (1.0 = perfectly linear).
+    figures["per_call_growth_10x_calls"] = (figures[f"streamed_planner_ms_{large}"] / large) / (figures[f"streamed_planner_ms_{small}"] / small)
+    return {"calls": n_calls, **figures}
 
 
 # --- checkpoint size --------------------------------------------------------------------------
