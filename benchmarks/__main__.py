@@ -1,11 +1,21 @@
-"""`python -m benchmarks [--json] [--only NAME ...]`: every speed claim as a ratio from one run."""
+"""`python -m benchmarks [--json] [--only NAME ...] [--write-readme]`: every speed claim as a ratio
+from one run, each against its fastest peer measured side by side.
+
+`--write-readme` rewrites the table between the README's `benchmarks:start/end` markers from
+this run's figures, with the machine they were measured on.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
+import platform
+import re
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -13,25 +23,7 @@ from rich.table import Table
 
 from benchmarks import core
 
-BENCHMARKS = {
-    "fan_out": ("50 calls × 100 ms", lambda: core.bench_fan_out()),
-    "speculative": ("3 calls over a 3 s stream, 1 s each", lambda: core.bench_speculative()),
-    "validation": ("one typical call", lambda: core.bench_validation()),
-    "graph_overhead": ("trip example, zero-latency model, SQLite", lambda: core.bench_graph_overhead()),
-}
-# Ratios worth a headline, per benchmark: (key, how to read it).
-HEADLINES = {
-    "fan_out": [("tool_phase_over_slowest_call", "tool phase wall / slowest call (1.0 = perfect overlap)"),
-                ("toolrail_over_toolnode", "toolrail run / LangGraph ToolNode run")],
-    "speculative": [("speculative_over_no_speculation", "with speculation / without"),
-                    ("speculative_over_sequential", "with speculation / fully sequential")],
-    "validation": [("toolrail_over_jsonschema", "toolrail validate / jsonschema validate")],
-    "graph_overhead": [("toolrail_over_bare", "toolrail graph / bare LangGraph graph")],
-    "sandbox": [("cold_p50_over_subprocess", "cold start to first output / python -c (p50)"),
-                ("cold_p95_over_subprocess", "cold start to first output / python -c (p95)"),
-                ("warm_p50_over_subprocess", "warm call / python -c (p50)"),
-                ("warm_p95_over_subprocess", "warm call / python -c (p95)")],
-}
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 async def _sandbox() -> dict[str, Any]:
@@ -46,42 +38,144 @@ async def _sandbox() -> dict[str, Any]:
     return {**flat, **ratios}
 
 
-BENCHMARKS["sandbox"] = ("local sandbox vs plain python -c subprocess", _sandbox)
+BENCHMARKS = {
+    "fan_out": lambda quick: core.bench_fan_out_sweep(sizes=(1, 10) if quick else core.SWEEP_SIZES,
+                                                      seconds=0.01 if quick else 0.1, repeats=1 if quick else 3),
+    "speculative": lambda quick: core.bench_speculative(),
+    "validation": lambda quick: core.bench_validation(n=200 if quick else 20000),
+    "streaming": lambda quick: core.bench_streaming(n_calls=50 if quick else 1000, repeats=1 if quick else 5),
+    "checkpoints": lambda quick: core.bench_checkpoints(turns=3 if quick else 20),
+    "graph_overhead": lambda quick: core.bench_graph_overhead(runs=2 if quick else 20),
+    "sandbox": lambda quick: _sandbox(),
+}
 
 
-async def _run(selected: list[str]) -> dict[str, Any]:
-    registry = BENCHMARKS
+async def run(selected: list[str], quick: bool = False) -> dict[str, Any]:
     results = {}
-    for name in selected or list(registry):
-        if name not in registry:
-            raise SystemExit(f"benchmarks: unknown benchmark {name!r}; choose from {', '.join(registry)}")
-        outcome = registry[name][1]()
+    for name in selected or list(BENCHMARKS):
+        if name not in BENCHMARKS:
+            raise SystemExit(f"benchmarks: unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+        outcome = BENCHMARKS[name](quick)
         results[name] = await outcome if asyncio.iscoroutine(outcome) else outcome
     return results
 
 
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = ""
+    try:
+        kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
+        memory = f", {kib / 2**20:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return f"{os.cpu_count()} cores ({cpu}){memory}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+PEER_NAMES = {"toolnode": "LangGraph `ToolNode`", "create_agent": "`create_agent` (one `Send` per call)",
+              "fastjsonschema": "fastjsonschema", "jsonschema_rs": "jsonschema-rs", "jsonschema": "jsonschema"}
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(benchmark, ratio and its peer, value, figures) for the README and the console."""
+    out: list[tuple[str, str, str, str]] = []
+    if "fan_out" in results:
+        points = results["fan_out"]["points"]
+        groups: dict[str, list[tuple[int, dict]]] = {}
+        for key, figures in points.items():
+            kind, store, n = key.split("_")
+            groups.setdefault(f"{kind} tools, {'in memory' if store == 'memory' else 'SQLite'}", []).append((int(n), figures))
+        for label, items in groups.items():
+            ratios = " · ".join(f"{n}: {f['toolrail_over_fastest_peer']:.2f} ({'TN' if f['fastest_peer'] == 'toolnode' else 'CA'})" for n, f in items)
+            phases = " · ".join(f"{n}: {f['tool_phase_over_slowest_call']:.2f}" for n, f in items)
+            largest_n, largest = items[-1]
+            detail = (f"N={largest_n}: toolrail {largest['toolrail_run_s'] * 1000:.0f} ms, ToolNode {largest['toolnode_run_s'] * 1000:.0f} ms"
+                      + (f", create_agent {largest['create_agent_run_s'] * 1000:.0f} ms" if "create_agent_run_s" in largest else "")
+                      + f"; tool phase / slowest call by N: {phases}")
+            out.append((f"fan-out, {label}, calls per turn N", "toolrail run / fastest peer's run, by N (TN = ToolNode, CA = create_agent)", ratios, detail))
+    if "speculative" in results:
+        s = results["speculative"]
+        out.append(("speculative: 3 calls over a 3 s stream, 1 s each", "with speculation / without", f"{s['speculative_over_no_speculation']:.2f}",
+                    f"{s['speculative_s']:.2f} s vs {s['no_speculation_s']:.2f} s; fully sequential {s['sequential_s']:.2f} s"))
+    if "validation" in results:
+        v = results["validation"]
+        out.append(("validation: one valid call, raw JSON in", "toolrail / plain Pydantic `model_validate_json`", f"{v['toolrail_over_pydantic']:.2f}",
+                    f"{v['toolrail_us']:.2f} µs vs {v['pydantic_us']:.2f} µs"))
+        peer = v["fastest_peer"]
+        out.append(("", f"toolrail / fastest JSON Schema validator ({PEER_NAMES[peer]})", f"{v[f'toolrail_over_{peer}']:.2f}",
+                    f"fastjsonschema {v['fastjsonschema_us']:.2f} µs, jsonschema-rs {v['jsonschema_rs_us']:.2f} µs, jsonschema {v['jsonschema_us']:.1f} µs"))
+    if "streaming" in results:
+        s = results["streaming"]
+        n = s["calls"]
+        out.append((f"streaming: planner, one reply of {n} calls", "per-call cost at N / at N/10 (1.0 = linear)", f"{s['per_call_growth_10x_calls']:.2f}",
+                    f"{s[f'streamed_planner_ms_{n}']:.0f} ms for {s[f'chunks_{n}']} chunks"))
+        out.append(("", "streamed / the same reply in one chunk", f"{s['streamed_over_whole_reply']:.2f}",
+                    f"{s[f'streamed_planner_ms_{n}']:.0f} ms vs {s[f'whole_reply_planner_ms_{n}']:.0f} ms"))
+    if "checkpoints" in results:
+        c = results["checkpoints"]
+        out.append((f"checkpoints: {c['turns']}-turn thread, SQLite", "toolrail bytes per turn / bare LangGraph's", f"{c['toolrail_over_bare_bytes_per_turn']:.2f}",
+                    f"{c['toolrail_bytes_per_turn'] / 1024:.0f} KiB vs {c['bare_bytes_per_turn'] / 1024:.0f} KiB; last turns' time / first turns': "
+                    f"toolrail {c['toolrail_last_turns_over_first_turns_s']:.2f}, bare {c['bare_last_turns_over_first_turns_s']:.2f}"))
+    if "graph_overhead" in results:
+        g = results["graph_overhead"]
+        out.append(("graph overhead: trip example, zero-latency model, SQLite", "toolrail / bare LangGraph", f"{g['toolrail_over_bare']:.2f}",
+                    f"{g['toolrail_run_ms']:.0f} ms vs {g['bare_langgraph_run_ms']:.0f} ms"))
+    if "sandbox" in results:
+        s = results["sandbox"]
+        out.append(("sandbox: cold start to first output (p50 / p95)", "sandbox / plain `python -c`",
+                    f"{s['cold_p50_ms_over_subprocess']:.2f} / {s['cold_p95_ms_over_subprocess']:.2f}",
+                    f"{s['cold_p50_ms']:.0f} / {s['cold_p95_ms']:.0f} ms vs {s['subprocess_p50_ms']:.0f} / {s['subprocess_p95_ms']:.0f} ms"))
+        out.append(("sandbox: warm call in a live session (p50 / p95)", "sandbox / plain `python -c`",
+                    f"{s['warm_p50_ms_over_subprocess']:.3f} / {s['warm_p95_ms_over_subprocess']:.3f}",
+                    f"{s['warm_p50_ms']:.2f} / {s['warm_p95_ms']:.2f} ms"))
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {machine()}, by `python -m benchmarks --write-readme`.", "",
+             "| benchmark | ratio (against) | value | figures |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(results)]
+    return "\n".join(lines)
+
+
+def write_readme(results: dict[str, Any], readme: Path = README) -> None:
+    text = readme.read_text()
+    block = f"<!-- benchmarks:start -->\n{markdown(results)}\n<!-- benchmarks:end -->"
+    new, count = re.subn(r"<!-- benchmarks:start -->.*?<!-- benchmarks:end -->", lambda _: block, text, flags=re.S)
+    if count != 1:
+        raise SystemExit(f"benchmarks: {readme} has no benchmarks:start/end markers")
+    readme.write_text(new)
+
+
 def _table(results: dict[str, Any]) -> Table:
-    table = Table(title="toolrail benchmarks (ratios from one run, side by side)")
-    for column in ("benchmark", "ratio", "value", "figures"):
+    table = Table(title=f"toolrail benchmarks (ratios from one run, side by side) · {machine()}")
+    for column in ("benchmark", "ratio (against)", "value", "figures"):
         table.add_column(column)
-    for name, figures in results.items():
-        shown = HEADLINES.get(name) or [(k, k) for k in figures if "over" in k or "ratio" in k]
-        rest = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items() if not any(k == s[0] for s in shown))
-        for i, (key, label) in enumerate(shown):
-            table.add_row(name if i == 0 else "", label, f"{figures[key]:.3f}", rest if i == 0 else "")
+    for row in rows(results):
+        table.add_row(*row)
     return table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--only", nargs="*", default=[], help="run only these benchmarks")
+    parser.add_argument("--only", nargs="*", default=[], help=f"run only these benchmarks ({', '.join(BENCHMARKS)})")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmarks run (figures mean nothing)")
+    parser.add_argument("--write-readme", action="store_true", help="rewrite README.md's benchmark table from this run")
     args = parser.parse_args(argv)
-    results = asyncio.run(_run(args.only))
+    results = asyncio.run(run(args.only, args.quick))
+    results["machine"] = machine()
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        Console(width=160).print(_table(results))
+        Console(width=200).print(_table(results))
+    if args.write_readme:
+        if args.quick:
+            raise SystemExit("benchmarks: --quick figures mean nothing; not writing them to the README")
+        write_readme(results)
     return 0
 
 
