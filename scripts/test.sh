@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 apt_packages=()
 command -v bwrap >/dev/null 2>&1 || apt_packages+=(bubblewrap)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_packages+=(postgresql)
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)  # renders `toolrail trace --html` in a test
 if ((${#apt_packages[@]})); then
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         inspect.add_argument("thread")
         inspect.add_argument("--db", default=None, help="SQLite file or postgresql:// URL")
         inspect.add_argument("--json", action="store_true", help="print as JSON")
+        if name == "trace":
+            inspect.add_argument("--html", metavar="FILE", help="write the timeline as one self-contained HTML page")
     suite = commands.add_parser("conformance", help="run a BFCL-format suite through the graph")
     suite.add_argument("path", help="folder with BFCL_v4_<category>.json and possible_answer/")
     suite.add_argument("--category", action="append", default=[], help="only these categories (repeatable)")

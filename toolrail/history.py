@@ -156,6 +156,8 @@ def timeline(values: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def trace_command(args: argparse.Namespace, console: Console) -> int:
+    if getattr(args, "html", None):
+        return await _trace_html(args, console)
     snapshots = await _snapshots(args.thread, args.db)
     values = snapshots[0].values
     events = timeline(values)
@@ -181,4 +183,22 @@ async def trace_command(args: argparse.Namespace, console: Console) -> int:
         console.print(Text(f"{e['name'][:18]:>18} |{bar:<{width}}| {e['start_ms']:7.1f} +{e['duration_ms']:.1f} ms {e['status']}{flags}"))
     if values.get("failure"):
         console.print(Text(f"stopped: {values['failure']['reason']}: {values['failure']['message']}", style="red"))
+    return 0
+
+
+async def _trace_html(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from toolrail.trace_html import write_html
+
+    path = Path(args.html)
+    if path.is_dir() or not path.parent.is_dir():
+        raise ThreadError(f"--html {path}: give a file path in an existing folder")
+    snapshots = await _snapshots(args.thread, args.db)
+    try:
+        data = write_html(args.thread, snapshots, path)
+    except OSError as exc:
+        raise ThreadError(f"--html {path}: cannot write it ({exc.strerror})") from None
+    ratios = ", ".join(f"{p['ratio']:.2f}" for p in data["phases"]) or "no tool calls"
+    console.print(Text(f"wrote {path}: {len(data['calls'])} calls, {len(data['turns'])} model turns; tool phase / slowest call: {ratios}"))
     return 0
