@@ -1,8 +1,13 @@
 """The toolrail agent graph.
 
-    START -> planner -> validate -> (one Send for the turn's calls) tools   -> planner -> ... -> END
-                ^           |                   (one Send per code call) sandbox -> planner
-                +-- invalid: errors go back to the model, within the retry budget
+    START -> planner --(all calls valid: one Send for the turn's calls)--> tools   -> planner -> ... -> END
+                ^    |                    (one Send per code call)          sandbox -> planner
+                |    +-- any call invalid --> validate --> (errors) planner, within the retry budget
+                +-----------------------------------------+
+
+The planner validates its own reply: a valid turn goes straight to the executors (one
+checkpointed step per turn fewer); an invalid one goes to the validate node, which sends the
+exact errors back to the model.
 
 `run_python` calls go to the sandbox node (isolated, one stateful session per thread); every
 other call goes to the tools node.
@@ -15,6 +20,8 @@ model, tools and checkpointer.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -38,9 +45,12 @@ from toolrail.tools.sandbox_tools import sandbox_tools
 DEFAULT_TOOLS = all_tools(demo_tools, sandbox_tools)
 
 
-def route_after_planner(state: AgentState) -> str:
+def route_after_planner(state: AgentState) -> Any:
+    """No calls (or a failure): done. All calls valid: the executors. Else: the validate node."""
     if state.get("failure") or not state.get("turn_calls"):
         return END
+    if state.get("validated_calls"):
+        return route_after_validate(state)
     return "validate"
 
 
@@ -80,7 +90,7 @@ def build_graph(
         executors.append("sandbox")
 
     builder.add_edge(START, "planner")
-    builder.add_conditional_edges("planner", route_after_planner, ["validate", END])
+    builder.add_conditional_edges("planner", route_after_planner, ["validate", *executors, END])
     builder.add_conditional_edges("validate", route_after_validate, ["planner", *executors, END])
     for executor_node in executors:
         builder.add_edge(executor_node, "planner")

@@ -1,7 +1,9 @@
 """planner: ask the model for the next step, with every tool bound in strict form.
 
 Reads `messages`; writes the assistant message, the turn's raw calls (`turn_calls`) and, when
-the model cannot be reached, a structured `failure`. While the reply streams, each call whose
+the model cannot be reached, a structured `failure`. A turn whose calls are all valid is
+validated here (`validated_calls`, `verdicts`) and goes straight to the executors; any other
+turn goes to the validate node. While the reply streams, each call whose
 arguments are complete and valid is started at once (speculative dispatch); if the stream then
 breaks, those calls are cancelled and recorded as such.
 """
@@ -22,6 +24,7 @@ from langgraph.config import get_stream_writer
 
 from toolrail.calls import add_fragment, as_raw_call, history_message, merge_chunks, raw_calls
 from toolrail.errors import ModelUnavailable
+from toolrail.nodes.validate import valid_turn
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, RawCall, RunFailure
 from toolrail.tools.registry import InvalidToolCall, ToolRegistry, _traced
@@ -49,7 +52,11 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
         except (openai.OpenAIError, httpx.HTTPError, ModelUnavailable) as exc:
             return {"failure": _model_failure(exc, state), "results": speculation.cancel_turn(thread, started, "the model's stream broke")}
         calls = raw_calls(reply)
-        return {"messages": [history_message(reply, calls)], "turn_calls": calls, "failure": None}
+        update = {"messages": [history_message(reply, calls)], "turn_calls": calls, "failure": None}
+        if calls:  # valid as it stands: straight to the executors; else the validate node words the errors
+            turn = 1 + sum(1 for m in state["messages"] if m.type == "ai")
+            update.update(valid_turn(tools, speculation, calls, turn) or {"validated_calls": []})
+        return update
 
     return planner
 

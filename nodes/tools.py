@@ -48,14 +48,19 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
     async def run_tools(task: ToolsTask, config: RunnableConfig) -> dict[str, Any]:
         calls, thread = task.get("calls") or [task["call"]], thread_of(config)
         scope = f"{thread}/{(config.get('configurable') or {}).get('checkpoint_ns', '')}"
-        earlier = await journal.finished(scope) if journal is not None else {}
-        batch = journal.batch(scope) if journal is not None else None
+        # A single call needs no journal: its result is kept by the task's own writes, exactly
+        # as with one task per call. (Nor is the last call to finish recorded, for that reason.)
+        journaled = journal is not None and len(calls) > 1
+        earlier = await journal.finished(scope) if journaled else {}
+        batch = journal.batch(scope) if journaled else None
+        outstanding = [len(calls) - len(earlier)]
 
         async def one(call: ValidatedCall) -> tuple[Outcome, bool]:
             if call["id"] in earlier:
                 return earlier[call["id"]]
             outcome, speculative = await run_call(call, thread)
-            if batch is not None:
+            outstanding[0] -= 1
+            if batch is not None and outstanding[0] > 0:
                 batch.record(call["id"], call["name"], outcome, speculative)
             return outcome, speculative
 

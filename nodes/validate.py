@@ -24,6 +24,21 @@ NOT_RUN = (
 )
 
 
+def valid_turn(tools: ToolRegistry, speculation: Speculation, calls: list[RawCall], turn: int) -> dict[str, Any] | None:
+    """The validate node's update for a turn whose calls are all valid, or None.
+
+    The planner calls this on its own reply, so a valid turn goes straight to the executors:
+    one checkpointed step fewer per turn (on SQLite, one fsync fewer) and no extra copy of the
+    state. An invalid turn still goes through the validate node, which words the errors.
+    """
+    checked = [_check(tools, call) for call in calls]
+    if not calls or any(error is not None for _, error in checked):
+        return None
+    for call, _ in checked:
+        speculation.validated.remember(call["args"], call.pop("model"))  # for the tools node
+    return {"validated_calls": [v for v, _ in checked], "verdicts": [_verdict(c, turn, None) for c in calls], "attempts": 0}
+
+
 def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: int = 2):
     async def validate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         turn = sum(1 for m in state["messages"] if m.type == "ai")

@@ -70,9 +70,11 @@ async def test_the_server_runs_the_trip_example_with_streaming_and_history(serve
     async for part in client.runs.stream(thread["thread_id"], "agent", input={"messages": [{"role": "user", "content": TRIP_PROMPT}]}, stream_mode="updates"):
         if part.event == "updates":
             nodes += list(part.data)
-    assert nodes.count("planner") == 3 and nodes.count("validate") == 2 and nodes.count("tools") == 2
+    # Turn 1 is invalid (validate words the errors); turn 2 is valid as it stands, so the planner
+    # validates it and one tools task runs both calls.
+    assert nodes.count("planner") == 3 and nodes.count("validate") == 1 and nodes.count("tools") == 1
     state = await client.threads.get_state(thread["thread_id"])
     assert state["values"]["messages"][-1]["content"].startswith("Here's your SF")
     assert [v["valid"] for v in state["values"]["verdicts"]] == [True, False, True, True]
     history = await client.threads.get_history(thread["thread_id"], limit=50)
-    assert len(history) == 8 and history[0]["next"] == []
+    assert len(history) == 7 and history[0]["next"] == []

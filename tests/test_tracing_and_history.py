@@ -80,18 +80,19 @@ def _history(tmp_path):
 
 def test_history_lists_every_checkpoint_with_verdicts_and_results(finished_thread):
     rows = _history(finished_thread)
-    assert [r["step"] for r in rows] == list(range(6, -2, -1))
+    # input, planner (turn 1, invalid), validate, planner (turn 2, valid as it stands), tools, planner
+    assert [r["step"] for r in rows] == list(range(5, -2, -1))
     assert any("search_flights invalid" in r["verdicts"] for r in rows)
-    assert any(r["next"] == ["tools", "tools"] for r in rows)
+    assert any(r["next"] == ["tools"] for r in rows)  # one tools task runs both calls of the turn
     assert rows[0]["next"] == []
 
 
 def test_replay_from_a_checkpoint_runs_the_rest_again(finished_thread):
-    before = next(r for r in _history(finished_thread) if r["next"] == ["tools", "tools"])
+    before = next(r for r in _history(finished_thread) if r["next"] == ["tools"])
     done = toolrail("replay", "h", "--checkpoint", before["checkpoint_id"], "--json", tmp_path=finished_thread)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["answer"].startswith("Here's your SF")
-    assert len(_history(finished_thread)) > 8  # the replay added checkpoints on a new branch
+    assert len(_history(finished_thread)) > 7  # the replay added checkpoints on a new branch
 
 
 def test_fork_with_an_edited_tool_result_starts_a_branch(finished_thread):
@@ -112,7 +113,7 @@ def test_bad_thread_and_checkpoint_ids_are_one_clear_line(finished_thread):
 def test_resume_of_a_finished_run_does_nothing_and_keeps_the_answer(finished_thread):
     done = toolrail("resume", "h", "--json", tmp_path=finished_thread)
     assert done.returncode == 0 and json.loads(done.stdout)["answer"].startswith("Here's your SF")
-    assert len(_history(finished_thread)) == 8
+    assert len(_history(finished_thread)) == 7
 
 
 def test_trace_draws_turns_retries_and_parallel_bars(finished_thread):

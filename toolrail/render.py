@@ -55,8 +55,18 @@ class RunRenderer:
             else:
                 self.print(Text(f"  → {call['name']}:", style="white"))
                 self.print(Padding(Syntax(code, "python", theme="ansi_dark", line_numbers=False), (0, 0, 0, 6)))
+        self._verdicts(update)  # a turn valid as it stands is validated by the planner
 
     def _on_validate(self, update: dict) -> None:
+        self._verdicts(update)
+        for result in update.get("results", []):
+            self.print(Text(f"  ⊘ {result['name']} cancelled: {result['content']}", style="magenta"))
+        if update.get("messages") and not update.get("failure"):
+            self.print(Text(f"  ↺ turn rejected: errors sent back to the model (retry {update['attempts']})", style="yellow"))
+        if update.get("failure"):
+            self._failure(update["failure"])
+
+    def _verdicts(self, update: dict) -> None:
         for verdict in update.get("verdicts", []):
             if verdict["valid"]:
                 self.print(Text(f"  ✓ {verdict['name']} valid", style="green"))
@@ -64,12 +74,6 @@ class RunRenderer:
                 self.print(Text(f"  ✗ {verdict['name']} rejected", style="bold red"))
                 for line in (verdict["error"] or "").splitlines()[1:]:
                     self.print(Text(f"      {line}", style="red"))
-        for result in update.get("results", []):
-            self.print(Text(f"  ⊘ {result['name']} cancelled: {result['content']}", style="magenta"))
-        if update.get("messages") and not update.get("failure"):
-            self.print(Text(f"  ↺ turn rejected: errors sent back to the model (retry {update['attempts']})", style="yellow"))
-        if update.get("failure"):
-            self._failure(update["failure"])
 
     def _on_tools(self, update: dict) -> None:
         for result in update.get("results", []):
