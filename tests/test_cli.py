@@ -39,7 +39,7 @@ def test_recorded_answer_quotes_what_the_tools_returned(tmp_path):
     """The recording's fixed answer must agree with the live demo tools it is replayed against."""
     done = toolrail("run", "--json", TRIP_PROMPT, tmp_path=tmp_path)
     state = json.loads(done.stdout)
-    results = {r["name"]: json.loads(r["content"]) for r in state["results"] if r["status"] == "ok"}
+    results = {m["name"]: json.loads(m["content"]) for m in state["messages"] if m["type"] == "tool" and m.get("status") != "error"}
     weather, flights = results["get_weather"], results["search_flights"]["flights"]
     assert f"high {weather['high_c']} °C" in state["answer"] and weather["conditions"] in state["answer"]
     for flight in flights:

@@ -36,10 +36,16 @@ class Outcome:
     duration_s: float
 
     def as_result(self, call: ValidatedCall | RawCall, speculative: bool = False) -> CallResult:
-        return CallResult(
-            id=call["id"], name=call["name"], status=self.status, content=self.content,
+        """The call's timed record. Its output is not repeated here: it is the call's ToolMessage
+        (checkpoints would otherwise store every tool output twice, in every checkpoint). Only a
+        cancelled call, which has no ToolMessage, keeps its explanation as `content`."""
+        result = CallResult(
+            id=call["id"], name=call["name"], status=self.status,
             started_at=self.started_at, duration_s=round(self.duration_s, 6), speculative=speculative,
         )
+        if self.status == "cancelled":
+            result["content"] = self.content
+        return result
 
 
 class CallExecutor:

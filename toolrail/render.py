@@ -76,10 +76,12 @@ class RunRenderer:
                     self.print(Text(f"      {line}", style="red"))
 
     def _on_tools(self, update: dict) -> None:
+        outputs = {getattr(m, "tool_call_id", None): str(m.content) for m in update.get("messages", [])}
         for result in update.get("results", []):
             self.batch.append(result)
             style = "green" if result["status"] == "ok" else "red"
-            preview = result["content"] if len(result["content"]) < 100 else result["content"][:97] + "..."
+            output = outputs.get(result["id"], result.get("content", ""))
+            preview = output if len(output) < 100 else output[:97] + "..."
             flag = " (speculative)" if result.get("speculative") else ""
             self.print(Text(f"  ⚙ {result['name']} {result['status']} in {result['duration_s'] * 1000:.1f} ms{flag}: {preview}", style=style))
             for path in result.get("sandbox", {}).get("saved", []):

@@ -41,12 +41,12 @@ class CallVerdict(TypedDict):
 
 
 class CallResult(TypedDict):
-    """One executed call: its outcome and timing (seconds, wall clock of this process)."""
+    """One executed call: its status and timing (seconds, wall clock of this process)."""
 
     id: str
     name: str
     status: Literal["ok", "error", "timeout", "cancelled"]
-    content: str
+    content: NotRequired[str]  # only for a cancelled call; an executed call's output is its ToolMessage
     started_at: float
     duration_s: float
     speculative: bool
