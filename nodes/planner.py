@@ -45,7 +45,8 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
         thread = thread_of(config)
         prompt = [SystemMessage(system_prompt), *state["messages"]]
         started: list[RawCall] = []
-        watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started))
+        checked: dict[str, tuple[str, Any]] = {}  # call id -> (raw arguments, model): validated while streaming
+        watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started, checked))
         try:
             traced = {**config, "run_name": "model", "metadata": {**config.get("metadata", {}), "attempt": state.get("attempts", 0) + 1}}
             reply = await _stream_reply(bound, prompt, traced, watcher)
@@ -55,7 +56,7 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
         update = {"messages": [history_message(reply, calls)], "turn_calls": calls, "failure": None}
         if calls:  # valid as it stands: straight to the executors; else the validate node words the errors
             turn = 1 + sum(1 for m in state["messages"] if m.type == "ai")
-            update.update(valid_turn(tools, speculation, calls, turn) or {"validated_calls": []})
+            update.update(valid_turn(tools, speculation, calls, turn, checked) or {"validated_calls": []})
         return update
 
     return planner
@@ -102,7 +103,8 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
-def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thread: str, started: list[RawCall]) -> None:
+def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thread: str, started: list[RawCall],
+               checked: dict[str, tuple[str, Any]]) -> None:
     tool = tools.get(call["name"])
     if tool is None or not speculation.enabled or not tool.speculative or tool.side_effects:
         return
@@ -110,6 +112,7 @@ def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thr
         model = tool.validate(call["arguments"])
     except InvalidToolCall:
         return  # the validate node will report it; nothing starts
+    checked[call["id"]] = (call["arguments"], model)  # the turn's validation reuses it
     if speculation.start(thread, call["id"], tool, model.model_dump(mode="json", by_alias=True), validated=model):
         started.append(call)
         get_stream_writer()({"type": "speculative_start", "call_id": call["id"], "name": call["name"], "at": time.time()})
