@@ -226,7 +226,7 @@ def bench_validation(n: int = 20000) -> dict[str, Any]:
         "jsonschema": lambda: python.validate(json.loads(raw)),
     }
     timings: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(3):  # interleaved rounds, best of three: the machine is shared
+    for _ in range(7):  # interleaved rounds, best of seven: the machine is shared
         for name, fn in contenders.items():
             rounds = n if name != "jsonschema" else max(1, n // 10)
             start = time.perf_counter()

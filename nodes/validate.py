@@ -36,8 +36,7 @@ def valid_turn(tools: ToolRegistry, speculation: Speculation, calls: list[RawCal
     results = [_check(tools, call, known.get(call["id"])) for call in calls]
     if not calls or any(error is not None for _, error in results):
         return None
-    for call, _ in results:
-        speculation.validated.remember(call["args"], call.pop("model"))  # for the tools node
+    _hand_over(results, speculation)
     return {"validated_calls": [v for v, _ in results], "verdicts": [_verdict(c, turn, None) for c in calls], "attempts": 0}
 
 
@@ -47,8 +46,7 @@ def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: in
         checked = [_check(tools, call) for call in state.get("turn_calls", [])]
         verdicts = [_verdict(call, turn, error) for call, (_, error) in zip(state["turn_calls"], checked)]
         if all(error is None for _, error in checked):
-            for call, _ in checked:
-                speculation.validated.remember(call["args"], call.pop("model"))  # for the tools node
+            _hand_over(checked, speculation)
             return {"validated_calls": [v for v, _ in checked], "verdicts": verdicts, "attempts": 0}
         attempts = state.get("attempts", 0) + 1
         discarded = speculation.cancel_turn(thread_of(config), state["turn_calls"], "another call of its turn was invalid")
@@ -77,6 +75,14 @@ def route_after_validate(state: AgentState) -> list[Send] | str:
     tool_calls = [call for call in calls if call["target"] == "tools"]
     sends = [Send("tools", {"calls": tool_calls})] if tool_calls else []
     return sends + [Send(call["target"], {"call": call}) for call in calls if call["target"] != "tools"]
+
+
+def _hand_over(checked: list[tuple[ValidatedCall | None, Any]], speculation: Speculation) -> None:
+    """Keep each validated model for the tools node (so it does not validate again); state gets plain JSON."""
+    for call, _ in checked:
+        model = call.pop("model")
+        if call["target"] == "tools":
+            speculation.validated.remember(call["args"], model)
 
 
 def _check(tools: ToolRegistry, call: RawCall, earlier: tuple[str, Any] | None = None) -> tuple[ValidatedCall | None, InvalidToolCall | None]:
