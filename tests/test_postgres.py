@@ -115,3 +115,18 @@ def test_sigkill_then_resume_on_another_worker_repeats_no_side_effect_on_postgre
     assert report["finished"] == report["runs"], report["details"]
     assert report["lost_results"] == 0, report["details"]
     assert report["duplicate_side_effects"] == 0, report["duplicates"]
+
+
+async def test_results_journaled_in_postgres_in_one_batch_are_read_back_by_another_worker(postgres_url):
+    from toolrail.execution import Outcome
+    from toolrail.journal import PostgresResultJournal
+
+    batch = PostgresResultJournal(postgres_url).batch("thread-j/tools:task-1")
+    for i in range(3):
+        batch.record(f"c{i}", "lookup", Outcome("ok", f"value {i}", 1.0 + i, 0.1), speculative=i == 0)
+    await batch.close()
+    other_worker = PostgresResultJournal(postgres_url)
+    found = await other_worker.finished("thread-j/tools:task-1")
+    assert {k: (o.content, spec) for k, (o, spec) in found.items()} == {
+        "c0": ("value 0", True), "c1": ("value 1", False), "c2": ("value 2", False)}
+    assert await other_worker.finished("thread-j/tools:task-2") == {}  # a replay's new task runs afresh
