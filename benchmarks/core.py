@@ -352,7 +352,8 @@ async def bench_checkpoints(turns: int = 20, calls_per_turn: int = 2) -> dict[st
                 size += db.execute("SELECT coalesce(sum(length(value)), 0) FROM writes").fetchone()[0]
             if name == "toolrail":  # toolrail's own records count too
                 with sqlite3.connect(Path(folder) / f"{name}-ledger.sqlite") as db:
-                    size += sum(len(str(value)) for row in db.execute("SELECT * FROM toolrail_call_results") for value in row)
+                    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'toolrail_call_results'").fetchone():
+                        size += sum(len(str(value)) for row in db.execute("SELECT * FROM toolrail_call_results") for value in row)
             figures[f"{name}_bytes_per_turn"] = size / turns
             first, last = statistics.mean(per_turn_s[1:4]), statistics.mean(per_turn_s[-3:])
             figures[f"{name}_last_turns_over_first_turns_s"] = last / first
