@@ -68,7 +68,7 @@ def test_several_workers_share_one_postgres_and_nothing_is_lost(postgres_url, tm
         history = toolrail("history", thread, "--json", "--db", postgres_url, tmp_path=tmp_path)
         assert history.returncode == 0, history.stderr
         steps = json.loads(history.stdout)
-        assert len(steps) == 8 and steps[0]["next"] == []  # every checkpoint of a whole run, and it ended
+        assert len(steps) == 7 and steps[0]["next"] == []  # every checkpoint of a whole run, and it ended
     resumed = toolrail("resume", threads[0], "--json", "--db", postgres_url, tmp_path=tmp_path)
     assert json.loads(resumed.stdout)["answer"].startswith("Here's your SF")
 
