@@ -8,6 +8,7 @@ budget is spent.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from langchain_core.messages import HumanMessage
@@ -16,6 +17,7 @@ from langgraph.graph import END
 from toolrail.final_answer import ResponseFormat, rejected_answer_feedback
 from toolrail.state import AgentState, CallVerdict, RunFailure
 from toolrail.tools.registry import InvalidToolCall
+from toolrail.usage import FEEDBACK_ID_PREFIX
 
 
 def make_answer_check(response: ResponseFormat, max_retries: int = 2):
@@ -28,7 +30,7 @@ def make_answer_check(response: ResponseFormat, max_retries: int = 2):
             attempts = state.get("attempts", 0) + 1
             verdict = CallVerdict(id=f"answer_{turn}", name=response.name, turn=turn, valid=False, error=exc.feedback())
             update: dict[str, Any] = {"attempts": attempts, "verdicts": [verdict], "structured_response": None,
-                                      "messages": [HumanMessage(rejected_answer_feedback(exc))]}
+                                      "messages": [HumanMessage(rejected_answer_feedback(exc), id=f"{FEEDBACK_ID_PREFIX}{uuid.uuid4().hex}")]}
             if attempts > max_retries:
                 update["failure"] = RunFailure(
                     reason="retry_budget_exhausted", attempts=attempts, errors=[verdict],

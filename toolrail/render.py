@@ -78,6 +78,7 @@ class RunRenderer:
             style = "green" if result["status"] == "ok" else "red"
             preview = result["content"] if len(result["content"]) < 100 else result["content"][:97] + "..."
             flag = " (speculative)" if result.get("speculative") else ""
+            flag += f" after {result['attempts']} attempts" if result.get("attempts") else ""
             self.print(Text(f"  ⚙ {result['name']} {result['status']} in {result['duration_s'] * 1000:.1f} ms{flag}: {preview}", style=style))
             for path in result.get("sandbox", {}).get("saved", []):
                 self.print(Text(f"    ⇩ produced file saved to {path}", style="bold cyan"))

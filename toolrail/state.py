@@ -51,6 +51,7 @@ class CallResult(TypedDict):
     duration_s: float
     speculative: bool
     sandbox: NotRequired[dict[str, Any]]  # sandbox runs: the structured RunResult and saved files
+    attempts: NotRequired[int]  # tools with retries=N: how many runs it took (only when > 1)
 
 
 class RunFailure(TypedDict):

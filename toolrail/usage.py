@@ -84,9 +84,12 @@ def load_prices(path: str | Path) -> dict[str, Price]:
     return prices
 
 
+FEEDBACK_ID_PREFIX = "toolrail-feedback-"  # user-role messages toolrail writes itself: not a new run
+
+
 def current_run(messages: list[BaseMessage]) -> int:
-    """Runs are numbered by user messages: the latest one starts the current run."""
-    return sum(1 for m in messages if m.type == "human")
+    """Runs are numbered by the user's messages: the latest one starts the current run."""
+    return sum(1 for m in messages if m.type == "human" and not str(m.id or "").startswith(FEEDBACK_ID_PREFIX))
 
 
 def model_call(reply: BaseMessage | None, *, run: int, turn: int, budget: Budget, started_at: float,
