@@ -62,7 +62,7 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
         def on_wait(event: dict[str, Any]) -> None:
             waits.append(event)
             writer(event)
-            discarded.extend(speculation.cancel_turn(thread, started, f"the model answered HTTP {event['status']} and is asked again"))
+            discarded.extend(speculation.cancel_turn(thread, started, "the model's request failed and is sent again"))
 
         async def attempt() -> BaseMessage:
             watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started))

@@ -115,10 +115,14 @@ async def test_an_anthropic_error_ends_the_run_with_a_structured_failure(anthrop
 
 
 async def test_an_unreachable_anthropic_endpoint_is_a_failure_not_an_exception():
+    from toolrail.backoff import RetryPolicy
+
     model = ChatAnthropic(model="claude-x", base_url="http://127.0.0.1:9", api_key="k", max_retries=0, timeout=5)
-    state = await run(model)
+    state = await run(model, model_retry=RetryPolicy(base_delay_s=0.01, max_connection_retries=1))
     assert state["failure"]["reason"] == "model_error"
     assert "cannot reach the model" in state["failure"]["message"]
+    assert "connection failed: retries exhausted (1) after 2 request(s)" in state["failure"]["message"]
+    assert state["model_calls"][0]["waits"][0]["error"] == "AnthropicConnectionError"
 
 
 def test_init_chat_model_builds_the_provider_model_with_sdk_retries_off(anthropic_server):

@@ -35,13 +35,14 @@ class RetryPolicy:
     base_delay_s: float = 0.5  # first wait, doubled each time
     max_delay_s: float = 20.0  # one wait, at most (a longer Retry-After ends the turn)
     budget_s: float = 60.0  # all waits of one turn together
+    max_connection_retries: int = 2  # a refused or dropped connection: retried less (the endpoint may be down)
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0 or self.base_delay_s < 0 or self.max_delay_s < 0 or self.budget_s < 0:
+        if min(self.max_retries, self.base_delay_s, self.max_delay_s, self.budget_s, self.max_connection_retries) < 0:
             raise ValueError(f"retry policy values must be >= 0, got {self}")
 
 
-NO_RETRIES = RetryPolicy(max_retries=0)
+NO_RETRIES = RetryPolicy(max_retries=0, max_connection_retries=0)
 
 
 class RetriesExhausted(Exception):
@@ -50,6 +51,23 @@ class RetriesExhausted(Exception):
     def __init__(self, cause: BaseException, attempts: int, waited_s: float, why: str):
         self.cause, self.attempts, self.waited_s, self.why = cause, attempts, waited_s, why
         super().__init__(f"{why} after {attempts} request(s), {waited_s:.1f} s of waiting")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The request never got an HTTP answer (refused, reset): transient under load. Timeouts are not
+    retried here: the model may still be working on the request."""
+    import httpx
+    import openai
+    from langchain_core.exceptions import ModelConnectionError, ModelTimeoutError
+
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, (openai.APITimeoutError, ModelTimeoutError, httpx.TimeoutException)):
+            return False
+        if isinstance(candidate, (openai.APIConnectionError, ModelConnectionError, httpx.TransportError)):
+            return True
+        if type(candidate).__name__ == "APIConnectionError":  # other SDKs built like OpenAI's (anthropic)
+            return "Timeout" not in type(candidate).__name__
+    return False
 
 
 def retry_after_s(exc: BaseException) -> float | None:
@@ -102,22 +120,30 @@ async def call_with_backoff(
             return await call()
         except Exception as exc:
             status = status_of(exc)
-            if status not in RETRYABLE_STATUSES:
+            connection = status is None and is_connection_error(exc)
+            if status not in RETRYABLE_STATUSES and not connection:
                 raise
+            limit = min(policy.max_retries, policy.max_connection_retries) if connection else policy.max_retries
+            if connection and retry >= limit:
+                if limit == 0:
+                    raise
+                raise RetriesExhausted(exc, retry + 1, waited, f"connection failed: retries exhausted ({limit})") from exc
             if retry >= policy.max_retries:
                 if policy.max_retries == 0:
                     raise
                 raise RetriesExhausted(exc, retry + 1, waited, f"HTTP {status}: retries exhausted ({policy.max_retries})") from exc
-            hinted = retry_after_s(exc)
+            hinted = None if connection else retry_after_s(exc)
             delay = next_delay(policy, retry, hinted, rng)
+            what = "connection failed" if connection else f"HTTP {status}"
             if delay > policy.max_delay_s:
-                raise RetriesExhausted(exc, retry + 1, waited, f"HTTP {status}: the server asks to wait {delay:.1f} s, over the {policy.max_delay_s:g} s limit") from exc
+                raise RetriesExhausted(exc, retry + 1, waited, f"{what}: the server asks to wait {delay:.1f} s, over the {policy.max_delay_s:g} s limit") from exc
             if waited + delay > policy.budget_s:
-                raise RetriesExhausted(exc, retry + 1, waited, f"HTTP {status}: retry budget of {policy.budget_s:g} s spent") from exc
+                raise RetriesExhausted(exc, retry + 1, waited, f"{what}: retry budget of {policy.budget_s:g} s spent") from exc
             if deadline is not None and time.time() + delay > deadline:
-                raise RetriesExhausted(exc, retry + 1, waited, f"HTTP {status}: waiting {delay:.1f} s would pass the run's deadline") from exc
+                raise RetriesExhausted(exc, retry + 1, waited, f"{what}: waiting {delay:.1f} s would pass the run's deadline") from exc
             on_wait({
-                "type": "model_retry", "status": status, "retry": retry + 1, "of": policy.max_retries,
+                "type": "model_retry", "status": status, "error": type(exc).__name__ if connection else None,
+                "retry": retry + 1, "of": limit,
                 "wait_s": round(delay, 3), "retry_after": hinted is not None, "at": time.time(),
             })
             await asyncio.sleep(delay)

@@ -136,7 +136,8 @@ def _code_of(call: dict) -> str | None:
 def model_retry_line(event: dict) -> str:
     """One backoff wait, as the CLI and the trace show it."""
     why = "as Retry-After asks" if event.get("retry_after") else "backoff with jitter"
-    return f"  ⏳ model answered HTTP {event['status']}: retry {event['retry']}/{event['of']} in {event['wait_s']:.2f} s ({why})"
+    what = f"answered HTTP {event['status']}" if event.get("status") else f"could not be reached ({event.get('error')})"
+    return f"  ⏳ model {what}: retry {event['retry']}/{event['of']} in {event['wait_s']:.2f} s ({why})"
 
 
 def usage_line(total: dict) -> str:

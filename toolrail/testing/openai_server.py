@@ -54,6 +54,7 @@ def calls(*scripted: ScriptedCall, **kw: Any) -> ScriptedReply:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 512  # the listen backlog: load tests open hundreds of connections at once
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients killed on purpose (crash tests) reset their connections: not an error here."""
         import sys
