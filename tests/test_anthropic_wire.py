@@ -105,7 +105,8 @@ async def test_speculation_starts_a_tool_use_block_before_the_stream_ends(anthro
 
 
 @pytest.mark.parametrize(("status", "expected"), [
-    (401, "refused the API key (401)"), (404, "does not know that model"), (400, "HTTP 400"), (413, "HTTP 413"),
+    (401, "refused the API key (401)"), (403, "may not use this model (403)"), (404, "does not know that model"),
+    (400, "HTTP 400"), (413, "HTTP 413"),
 ])
 async def test_an_anthropic_error_ends_the_run_with_a_structured_failure(anthropic_server, status, expected):
     anthropic_server.script(ScriptedReply(http_status=status))

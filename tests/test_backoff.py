@@ -121,7 +121,9 @@ def test_retry_after_forms_and_jitter_bounds():
 def test_the_cli_shows_each_wait(tmp_path):
     with OpenAICompatibleServer([throttled("0.2"), throttled("0.1"), answer("Sunny.")]) as server:
         done = toolrail("run", "hi", "--model", "scripted", "--base-url", server.base_url, tmp_path=tmp_path)
+        requests = len(server.requests)
     assert done.returncode == 0, done.stderr
+    assert requests == 3  # the SDK's own retries are off: each request is one toolrail shows
     assert "⏳ model answered HTTP 429: retry 1/4 in 0.20 s (as Retry-After asks)" in done.stdout
     assert "⏳ model answered HTTP 429: retry 2/4 in 0.10 s (as Retry-After asks)" in done.stdout
     assert "usage: 1 model call(s) · 20 tokens (10 in, 10 out) · 2 model retries" in done.stdout
