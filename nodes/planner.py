@@ -42,7 +42,7 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
     # where the provider has them (toolrail/providers.py); toolrail validates every call anyway.
     bound = bind_tools_for_provider(with_usage_reporting(model), tools)
     if response is not None:
-        bound = response.bind(bound, model)
+        bound = response.bind(bound, model, tools)
         system_prompt = f"{system_prompt}\n\n{response.instructions()}"
 
     async def planner(state: AgentState, config: RunnableConfig) -> dict[str, Any]:

@@ -131,6 +131,23 @@ async def test_anthropic_answers_are_validated_by_toolrail_with_the_schema_in_th
     assert state["structured_response"]["flight"] == "B6 916"
 
 
+async def test_with_a_non_strict_tool_the_schema_goes_in_the_prompt_only(openai_server):
+    """OpenAI refuses response_format beside a non-strict tool: toolrail does not ask for it then."""
+    from toolrail.tools.json_schema import tool_from_json_schema
+    from toolrail.tools.registry import ToolRegistry
+
+    registry = ToolRegistry()
+    registry.add(tool_from_json_schema({"name": "free_form", "parameters": {"type": "object", "properties": {"blob": {"type": "dict"}}}},
+                                       implementation=lambda blob: "ok"))
+    assert registry.get("free_form").strict is False
+    openai_server.script(answer(GOOD))
+    graph = build_graph(model=client_for(openai_server), tools=registry, checkpointer=InMemorySaver(), response_format=TripPlan)
+    state, _ = await run(None, graph=graph)
+    body = openai_server.requests[0]
+    assert "response_format" not in body and '"high_c":{"type":"integer"}' in body["messages"][0]["content"]
+    assert state["structured_response"]["city"] == "New York"
+
+
 async def test_an_answer_invalid_past_the_retry_budget_is_a_structured_failure(openai_server):
     openai_server.script(answer("{}"), answer("{}"))
     state, _ = await run(client_for(openai_server), response_format=TripPlan, max_retries=1)

@@ -56,12 +56,16 @@ class ResponseFormat:
     def openai_response_format(self) -> dict[str, Any]:
         return {"type": "json_schema", "json_schema": {"name": self.name, "schema": self.schema, "strict": True}}
 
-    def bind(self, bound: Any, model: BaseChatModel) -> Any:
-        """Ask the provider for structured output where it has it (OpenAI's strict `response_format`)."""
+    def bind(self, bound: Any, model: BaseChatModel, tools: Any = ()) -> Any:
+        """Ask the provider for structured output where it has it (OpenAI's strict `response_format`).
+
+        OpenAI accepts `response_format` beside tools only when every tool is strict; with a
+        non-strict tool in the registry the schema goes in the prompt alone (validation is the same).
+        """
         from toolrail.providers import provider_of
         from toolrail.recorded import RecordedChatModel
 
-        if provider_of(model) == "openai" and not isinstance(model, RecordedChatModel):
+        if provider_of(model) == "openai" and not isinstance(model, RecordedChatModel) and all(t.strict for t in tools):
             return bound.bind(response_format=self.openai_response_format())
         return bound
 
