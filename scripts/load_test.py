@@ -23,7 +23,6 @@ import collections
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -8,7 +8,7 @@ import time
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from conftest import TRIP_PROMPT, client_for
+from conftest import client_for
 from test_anthropic_wire import claude
 from test_cli import toolrail
 from toolrail.backoff import RetryPolicy, next_delay, retry_after_s
