@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from toolrail.state import CallResult, RawCall, ValidatedCall
+from toolrail.tool_retry import retry_delay
 from toolrail.tools.registry import Tool
 
 DEFAULT_TOOL_TIMEOUT_S = 30.0
@@ -34,6 +35,7 @@ class Outcome:
     content: str
     started_at: float
     duration_s: float
+    attempts: int = 1
 
     def as_result(self, call: ValidatedCall | RawCall, speculative: bool = False) -> CallResult:
         """The call's timed record. Its output is not repeated here: it is the call's ToolMessage
@@ -45,6 +47,8 @@ class Outcome:
         )
         if self.status == "cancelled":
             result["content"] = self.content
+        if self.attempts > 1:
+            result["attempts"] = self.attempts
         return result
 
 
@@ -87,17 +91,23 @@ class CallExecutor:
             "metadata": {"tool": tool.name, "call_id": call_id, "speculative": speculative, "side_effects": tool.side_effects},
         }
         started, clock = time.time(), time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout):
-                output = await tool.run(validated if validated is not None else tool.validate(args), self.threads, trace)
-            status, content = "ok", render_output(output)
-        except TimeoutError:
-            status, content = "timeout", f"Error: {tool.name} timed out after {timeout:g}s"
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a failing tool must not take the turn down
-            status, content = "error", f"Error: {tool.name} raised {type(exc).__name__}: {exc}"
-        return Outcome(status, content, started, time.perf_counter() - clock)
+        for attempt in range(1, tool.retries + 2):  # retries only on idempotent tools (tool_retry.py)
+            try:
+                async with asyncio.timeout(timeout):
+                    output = await tool.run(validated if validated is not None else tool.validate(args), self.threads, trace)
+                status, content = "ok", render_output(output)
+                break
+            except TimeoutError:
+                status, content = "timeout", f"Error: {tool.name} timed out after {timeout:g}s"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failing tool must not take the turn down
+                status, content = "error", f"Error: {tool.name} raised {type(exc).__name__}: {exc}"
+            if attempt <= tool.retries:
+                await asyncio.sleep(retry_delay(attempt))
+        if attempt > 1 and status != "ok":
+            content += f" (after {attempt} attempts)"
+        return Outcome(status, content, started, time.perf_counter() - clock, attempts=attempt)
 
 
 class ValidatedArgs:
