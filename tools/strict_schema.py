@@ -49,6 +49,8 @@ def to_strict_schema(schema: dict[str, Any], tool: str) -> dict[str, Any]:
     """Return a strict-mode copy of `schema` (a JSON Schema whose root is an object)."""
     schema = copy.deepcopy(schema)
     defs = schema.pop("$defs", {})
+    if "$ref" in schema:  # a recursive model as the arguments themselves: inline the root, as OpenAI's SDK does
+        schema = {**_Converter(tool, defs)._resolve(schema.pop("$ref"), "<root>"), **schema}
     root = _Converter(tool, defs).convert(schema, path="", depth=0)
     if root.get("type") != "object":
         raise StrictSchemaError(tool, "<root>", "the arguments must be a JSON object")
@@ -124,8 +126,9 @@ class _Converter:
             sub_path = f"{path}.{name}" if path else name
             converted = self.convert(sub, sub_path, depth + 1)
             if name not in required:
+                null_is_a_value = _accepts_null(converted)  # then null cannot also mean "the default"
                 converted = _nullable(converted)
-                if sub.get("default") is not None:
+                if sub.get("default") is not None and not null_is_a_value:
                     converted["description"] = describe_default(converted.get("description"), sub["default"])
             out_props[name] = converted
         node["properties"] = out_props
