@@ -549,7 +549,7 @@ class _Compiler:
         except ValidationError:
             self.dropped_defaults.append((field_path, default))
             return None
-        return default if isinstance(fitted, BaseModel) else fitted
+        return fitted
 
     def _bounded(self, kind: Any, schema: dict[str, Any]) -> Any:
         bounds = {_BOUNDS[k]: v for k, v in schema.items() if k in _BOUNDS and v is not None}
