@@ -234,6 +234,9 @@ async def conformance_command(args: argparse.Namespace, console: Console) -> int
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        # Piped output has no terminal width (Rich assumes 80): give the table the room it needs.
+        if not console.is_terminal:
+            console.width = max(console.width, 100)
         console.print(conformance_table(report))
     return 0 if report["passed"] else 1
 
