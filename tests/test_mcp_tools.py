@@ -154,3 +154,23 @@ async def test_structured_content_is_checked_against_the_output_schema():
     assert await MCPCall(_Answers(good), "count", schema, 5).ainvoke({}) == "3"
     with pytest.raises(Exception, match="structuredContent does not match the tool's outputSchema: count"):
         await MCPCall(_Answers(bad), "count", schema, 5).ainvoke({})
+
+
+def test_cli_run_with_mcp_offers_and_calls_the_servers_tools(tmp_path):
+    from toolrail.testing.openai_server import OpenAICompatibleServer
+
+    log = tmp_path / "calls.jsonl"
+    replies = [calls(call("find_books", {"query": "Emma", "filters": None, "limit": 1}), call("add_note", {"note": {"book": "Emma", "text": "witty", "rating": 5, "tags": None}})),
+               answer("Emma is in; note saved.")]
+    with OpenAICompatibleServer(replies) as server:
+        env = {**{k: v for k, v in __import__("os").environ.items() if not k.startswith(("OPENAI_", "LANGSMITH_"))},
+               "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "k", "TOOLRAIL_DB": str(tmp_path / "runs.sqlite")}
+        done = subprocess.run([sys.executable, "-m", "toolrail.cli", "run", "--json", "Emma?", "--mcp", logged_server(log)],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    offered = {t["function"]["name"]: t["function"] for t in server.requests[0]["tools"]}
+    assert offered["add_note"]["strict"] is True and "get_weather" in offered
+    state = json.loads(done.stdout)
+    assert state["answer"] == "Emma is in; note saved."
+    assert sorted(c["tool"] for c in arrived(log)) == ["add_note", "find_books"]
+    assert {r["name"]: r["status"] for r in state["results"]} == {"find_books": "ok", "add_note": "ok"}
