@@ -174,3 +174,37 @@ def test_cli_run_with_mcp_offers_and_calls_the_servers_tools(tmp_path):
     assert state["answer"] == "Emma is in; note saved."
     assert sorted(c["tool"] for c in arrived(log)) == ["add_note", "find_books"]
     assert {r["name"]: r["status"] for r in state["results"]} == {"find_books": "ok", "add_note": "ok"}
+
+
+def _server_pids(marker: str) -> list[int]:
+    """Pids of demo servers started with `marker` in their environment (no one else's)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+async def test_a_server_that_dies_mid_run_makes_the_call_a_tool_error_not_a_hang(tmp_path):
+    import asyncio
+    import os
+    import signal
+
+    log = tmp_path / "dying.jsonl"
+    async with mcp_tools(logged_server(log), call_timeout=60) as tools:
+        slow = tools.get("slow_count")
+        running = asyncio.create_task(slow.run(slow.validate({"seconds": 50})))
+        while not arrived(log):
+            await asyncio.sleep(0.05)
+        pids = _server_pids(str(log))
+        assert pids
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(Exception, match="MCP server did not answer"):
+            await running
+        with pytest.raises(Exception, match="MCP server did not answer"):
+            await tools.get("cover").run(tools.get("cover").validate({"title": "Dune"}))
