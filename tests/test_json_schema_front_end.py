@@ -351,3 +351,11 @@ def test_aliases_are_accepted_only_as_the_wire_schema_names_them():
     assert tool.validate({"startDate": "x"}).start_date == "x"
     with pytest.raises(InvalidToolCall):
         tool.validate({"start_date": "x"})
+
+
+def test_ecma_patterns_with_look_around_are_enforced():
+    tool = tool_from_json_schema({"name": "p", "parameters": {"type": "object", "required": ["codes"], "properties": {
+        "codes": {"type": "array", "items": {"type": "string", "pattern": "^(?!TMP)[A-Z]{3}$"}}}}})
+    assert tool.validate({"codes": ["JFK", "SFO"]})
+    with pytest.raises(InvalidToolCall, match=r"codes\[1\]: String should match pattern"):
+        tool.validate({"codes": ["JFK", "TMP"]})

@@ -208,3 +208,16 @@ async def test_a_server_that_dies_mid_run_makes_the_call_a_tool_error_not_a_hang
             await running
         with pytest.raises(Exception, match="MCP server did not answer"):
             await tools.get("cover").run(tools.get("cover").validate({"title": "Dune"}))
+
+
+def test_a_tool_whose_schema_cannot_compile_is_left_out_with_one_line_not_the_server():
+    from mcp_types import Tool as ListedTool
+
+    from toolrail.tools.mcp_tools import _registry
+
+    listed = [ListedTool(name="odd", input_schema={"type": "object", "properties": {"x": {"type": "datetime"}}}),
+              ListedTool(name="fine", input_schema={"type": "object", "properties": {"x": {"type": "integer"}}})]
+    said: list[str] = []
+    registry = _registry([("srv", None, listed)], 5.0, set(), said.append)
+    assert registry.names() == ["fine"]
+    assert said == ["MCP tool 'odd' of server 'srv' left out: tool 'odd', field 'x': unknown type 'datetime'"]

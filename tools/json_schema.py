@@ -235,6 +235,26 @@ def _property_count(low: int | None, high: int | None, value: Any) -> Any:
     return value
 
 
+def _patterns(schema: Any) -> Iterable[str]:
+    if isinstance(schema, dict):
+        if isinstance(schema.get("pattern"), str):
+            yield schema["pattern"]
+        for value in schema.values():
+            yield from _patterns(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _patterns(value)
+
+
+def _needs_python_re(schema: dict[str, Any]) -> bool:
+    for pattern in _patterns(schema):
+        try:
+            TypeAdapter(Annotated[str, Field(pattern=pattern)])
+        except Exception:  # noqa: BLE001 - pydantic-core's SchemaError: the Rust engine refuses it
+            return True
+    return False
+
+
 def _union(members: list[Any]) -> Any:
     unique: list[Any] = []
     for member in members:
@@ -263,6 +283,9 @@ class _Compiler:
         self.namespace: dict[str, Any] = {}  # forward-reference name -> type
         self.models: list[type[BaseModel]] = []
         self.taken_names: set[str] = set()
+        # JSON Schema patterns are ECMA-262 regexes; Pydantic's default (Rust) engine has no
+        # look-around or back-references, Python's `re` has both (and also searches, unanchored).
+        self.config = ConfigDict(extra="forbid", **({"regex_engine": "python-re"} if _needs_python_re(root) else {}))
 
     def fail(self, path: str, reason: str) -> StrictSchemaError:
         return StrictSchemaError(self.tool, path or "<root>", reason)
@@ -467,13 +490,10 @@ class _Compiler:
             else:
                 self.loose.append((path or "<root>", "free-form object (dict with arbitrary keys)"))
                 kind = dict[str, Any]
-            return self._counted(self._bounded_map(kind, schema), schema)
+            return self._counted(kind, schema)
         if extra not in (None, False):
             self.loose.append((path or "<root>", "extra keys beside declared properties cannot be expressed in strict mode; they are refused"))
         return self._counted(self.model(schema, name(), path), schema)
-
-    def _bounded_map(self, kind: Any, schema: dict[str, Any]) -> Any:
-        return kind
 
     def _counted(self, kind: Any, schema: dict[str, Any]) -> Any:
         low, high = schema.get("minProperties"), schema.get("maxProperties")
@@ -521,7 +541,7 @@ class _Compiler:
             kind = self.type_of(sub, sub_path, f"{model_name}{_model_name(prop)}")
             is_required = prop in required and (not isinstance(sub, dict) or sub.get("optional") is not True)
             fields[f"f{index}"] = self.field(kind, sub if isinstance(sub, dict) else {}, prop, is_required, sub_path)
-        model = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+        model = create_model(model_name, __config__=self.config, **fields)
         self.models.append(model)
         return model
 

@@ -33,8 +33,9 @@ import json
 import os
 import re
 import shlex
+import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -84,11 +85,15 @@ async def mcp_tools(
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
     call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
     taken_names: Iterable[str] = (),
+    on_skipped: Callable[[str], None] | None = None,
 ) -> AsyncIterator[ToolRegistry]:
     """Connect to every server, list its tools, and yield them as one `ToolRegistry`.
 
     The connections stay open for the `async with` block (enter and leave it in one task).
     `taken_names`: names already offered by other registries, which MCP tools must not reuse.
+    A tool whose input schema cannot be compiled (an unknown type, a reference that does not
+    resolve, arguments that are not an object) is left out, not the whole server: `on_skipped`
+    hears one line about it (default: stderr).
     """
     async with AsyncExitStack() as stack:
         listed: list[tuple[str, Any, list[Any]]] = []
@@ -104,7 +109,7 @@ async def mcp_tools(
                 raise MCPServerError(f"MCP server {spec.target!r}: listing its tools failed: {_reason(exc)}") from None
             info = getattr(client, "server_info", None)
             listed.append((getattr(info, "name", None) or spec.fallback_name(), client, tools))
-        yield _registry(listed, call_timeout, set(taken_names))
+        yield _registry(listed, call_timeout, set(taken_names), on_skipped or _to_stderr)
 
 
 async def _connect(stack: AsyncExitStack, spec: MCPServerSpec, timeout: float) -> Any:
@@ -142,7 +147,12 @@ async def _list_all_tools(client: Any) -> list[Any]:
     return tools
 
 
-def _registry(listed: list[tuple[str, Any, list[Any]]], call_timeout: float, taken: set[str]) -> ToolRegistry:
+def _to_stderr(line: str) -> None:
+    sys.stderr.write(f"toolrail: {line}\n")
+
+
+def _registry(listed: list[tuple[str, Any, list[Any]]], call_timeout: float, taken: set[str],
+              on_skipped: Callable[[str], None]) -> ToolRegistry:
     counts: dict[str, int] = {}
     for _, _, tools in listed:
         for tool in tools:
@@ -155,8 +165,13 @@ def _registry(listed: list[tuple[str, Any, list[Any]]], call_timeout: float, tak
             name = tool.name
             if counts[name] > 1 or name in taken or provider_name(name) in taken:
                 name = f"{prefix}_{tool.name}"
+            try:
+                compiled = mcp_tool(client, tool, name=name, timeout=call_timeout)
+            except (StrictSchemaError, ValueError) as exc:
+                on_skipped(f"MCP tool {tool.name!r} of server {server_name!r} left out: {exc}")
+                continue
             taken |= {name, provider_name(name)}
-            registry.add(mcp_tool(client, tool, name=name, timeout=call_timeout))
+            registry.add(compiled)
     return registry
 
 
