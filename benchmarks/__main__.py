@@ -26,6 +26,12 @@ from benchmarks import core
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def _json_schema_validation() -> dict[str, Any]:
+    from benchmarks.json_schema_bench import bench_json_schema_validation
+
+    return bench_json_schema_validation()
+
+
 async def _sandbox() -> dict[str, Any]:
     from benchmarks import sandbox_bench
 
@@ -46,6 +52,7 @@ BENCHMARKS = {
     "streaming": lambda quick: core.bench_streaming(n_calls=50 if quick else 1000, repeats=1 if quick else 5),
     "checkpoints": lambda quick: core.bench_checkpoints(turns=3 if quick else 20),
     "graph_overhead": lambda quick: core.bench_graph_overhead(runs=2 if quick else 20),
+    "json_schema_validation": lambda quick: _json_schema_validation(),
     "sandbox": lambda quick: _sandbox(),
 }
 
@@ -119,6 +126,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         out.append((f"checkpoints: {c['turns']}-turn thread, SQLite", "toolrail bytes per turn / bare LangGraph's", f"{c['toolrail_over_bare_bytes_per_turn']:.2f}",
                     f"{c['toolrail_bytes_per_turn'] / 1024:.0f} KiB vs {c['bare_bytes_per_turn'] / 1024:.0f} KiB; last turns' time / first turns': "
                     f"toolrail {c['toolrail_last_turns_over_first_turns_s']:.2f}, bare {c['bare_last_turns_over_first_turns_s']:.2f}"))
+    if "json_schema_validation" in results:
+        j = results["json_schema_validation"]
+        peer = "jsonschema_rs" if "toolrail_over_jsonschema_rs" in j else "jsonschema"
+        out.append(("validation: an MCP-style JSON Schema tool ($ref, anyOf, defaults)", f"toolrail / {PEER_NAMES[peer]}",
+                    f"{j[f'toolrail_over_{peer}']:.2f}", f"{j['toolrail_us']:.1f} µs vs {j[f'{peer}_us']:.1f} µs"))
     if "graph_overhead" in results:
         g = results["graph_overhead"]
         out.append(("graph overhead: trip example, zero-latency model, SQLite", "toolrail / bare LangGraph", f"{g['toolrail_over_bare']:.2f}",

@@ -36,3 +36,10 @@ def test_readme_table_is_rewritten_between_its_markers_and_names_the_machine(tmp
     text = readme.read_text()
     assert "old table" not in text and text.startswith("before\n") and text.endswith("after\n")
     assert "plain Pydantic" in text and "jsonschema-rs" in text and "| 1.11 |" in text and "cores" in text
+
+
+def test_json_schema_validation_benchmark_compares_the_compiled_tool_with_schema_validators():
+    from benchmarks.json_schema_bench import bench_json_schema_validation
+
+    figures = bench_json_schema_validation(n=50)
+    assert figures["toolrail_us"] > 0 and figures["jsonschema_us"] > 0 and figures["jsonschema_rs_us"] > 0
