@@ -52,9 +52,9 @@ async def test_mcp_tools_run_end_to_end_and_wrong_types_never_reach_the_server(o
         {"tool": "add_note", "arguments": {"book": "Dune", "text": "spice", "rating": "unrated", "tags": ["sf"]}},
         {"tool": "find_books", "arguments": {"query": "e", "filters": {"genre": "sf", "after_year": None}, "limit": 5}},
     ]
-    results = {r["id"]: r for r in state["results"]}
-    assert results["find"]["status"] == "ok" and [b["title"] for b in json.loads(results["find"]["content"])["books"]] == ["Dune", "Neuromancer"]
-    assert results["note"]["content"] == "saved a note on Dune"
+    results, outputs = {r["id"]: r for r in state["results"]}, _outputs(state)
+    assert results["find"]["status"] == "ok" and [b["title"] for b in json.loads(outputs["find"])["books"]] == ["Dune", "Neuromancer"]
+    assert outputs["note"] == "saved a note on Dune"
     # readOnlyHint: true may start while the reply streams; a tool without it never does.
     assert results["find"]["speculative"] is True
     assert results["note"]["speculative"] is False
@@ -72,9 +72,9 @@ async def test_annotations_decide_side_effects_and_results_keep_errors_and_image
         assert (note.side_effects, note.speculative) == (True, False)  # not read-only: the MCP default
         assert (find.side_effects, find.speculative) == (False, True)
         state = await run(openai_server, tools)
-    results = {r["id"]: r for r in state["results"]}
-    assert results["err"]["status"] == "error" and "the library has no book called 'Ulysses'" in results["err"]["content"]
-    assert results["img"]["status"] == "ok" and results["img"]["content"].startswith("[image: image/png, ")
+    results, outputs = {r["id"]: r for r in state["results"]}, _outputs(state)
+    assert results["err"]["status"] == "error" and "the library has no book called 'Ulysses'" in outputs["err"]
+    assert results["img"]["status"] == "ok" and outputs["img"].startswith("[image: image/png, ")
     assert results["slow"]["status"] == "timeout"  # a hung call is bounded by its timeout
     sent_back = {m["tool_call_id"]: m["content"] for m in openai_server.requests[1]["messages"] if m["role"] == "tool"}
     assert "no book called 'Ulysses'" in sent_back["err"]
@@ -105,6 +105,11 @@ def http_server(tmp_path):
         process.wait(timeout=10)
 
 
+def _outputs(state: dict) -> dict[str, str]:
+    """Each call's output, by call id: it is the call's ToolMessage (results keep status and timing)."""
+    return {m.tool_call_id: m.content for m in state["messages"] if m.type == "tool"}
+
+
 async def test_streamable_http_server_and_name_clashes_get_the_server_prefix(openai_server, http_server):
     openai_server.script(calls(call("library2_find_books", {"query": "Emma", "filters": None, "limit": None}, id="h")), answer("ok"))
     async with mcp_tools(SERVER, http_server) as tools:
@@ -112,7 +117,7 @@ async def test_streamable_http_server_and_name_clashes_get_the_server_prefix(ope
         assert {"library_find_books", "library2_find_books", "library_add_note", "library2_add_note"} <= names
         assert "find_books" not in names
         state = await run(openai_server, tools)
-    assert state["results"][0]["status"] == "ok" and "Jane Austen" in state["results"][0]["content"]
+    assert state["results"][0]["status"] == "ok" and "Jane Austen" in _outputs(state)["h"]
 
 
 async def test_a_server_that_fails_to_start_is_one_clear_error():
