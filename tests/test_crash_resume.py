@@ -41,3 +41,61 @@ async def test_a_side_effect_that_was_running_at_the_crash_is_reported_not_repea
     first = await ledger.run_once("t", "c2", "charge", charge)
     again = await SqliteSideEffectLedger(tmp_path / "effects.sqlite").run_once("t", "c2", "charge", charge)
     assert ran == [1] and first.content == again.content == "charged"
+
+
+async def test_calls_that_finished_before_a_crash_inside_the_turns_tools_task_are_not_run_again(openai_server, tmp_path):
+    """All calls of a turn share one tools task; the result journal keeps the finished ones."""
+    import asyncio
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from conftest import client_for
+    from toolrail.graphs.agent import build_graph
+    from toolrail.ledger import SqliteSideEffectLedger
+    from toolrail.testing.openai_server import answer, call, calls
+    from toolrail.tools.registry import ToolRegistry
+
+    ran: list[str] = []
+    release = asyncio.Event()
+    registry = ToolRegistry()
+
+    @registry.register
+    async def quick(key: str) -> str:
+        """Answers at once."""
+        ran.append(key)
+        return f"quick {key}"
+
+    @registry.register
+    async def stuck(key: str) -> str:
+        """Hangs until released (the first process 'dies' while it hangs)."""
+        await release.wait()
+        return f"stuck {key}"
+
+    turn = calls(*[call("quick", {"key": k}, id=f"q{k}") for k in "abc"], call("stuck", {"key": "z"}, id="sz"))
+    openai_server.script(turn, answer("done"))
+    ledger_path, config = tmp_path / "effects.sqlite", {"configurable": {"thread_id": "t"}}
+
+    def journaled() -> int:
+        with sqlite3.connect(ledger_path) as db:
+            return db.execute("SELECT count(*) FROM toolrail_call_results").fetchone()[0]
+
+    async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "runs.sqlite")) as saver:
+        first = build_graph(model=client_for(openai_server), tools=registry, checkpointer=saver,
+                            ledger=SqliteSideEffectLedger(ledger_path), speculative=False)
+        run = asyncio.create_task(first.ainvoke({"messages": [("user", "go")]}, config))
+        while not ledger_path.exists() or journaled() < 3:
+            await asyncio.sleep(0.02)
+        run.cancel()  # the process dies with `stuck` still running: its task never finished
+        with __import__("contextlib").suppress(asyncio.CancelledError):
+            await run
+        assert sorted(ran) == ["a", "b", "c"]
+
+        release.set()
+        resumed = build_graph(model=client_for(openai_server), tools=registry, checkpointer=saver,
+                              ledger=SqliteSideEffectLedger(ledger_path), speculative=False)
+        state = await resumed.ainvoke(None, config)
+    assert sorted(ran) == ["a", "b", "c"], "a finished call ran again after the crash"
+    answers = {m.tool_call_id: m.content for m in state["messages"] if m.type == "tool"}
+    assert answers == {"qa": "quick a", "qb": "quick b", "qc": "quick c", "sz": "stuck z"}
+    assert state["messages"][-1].content == "done"
