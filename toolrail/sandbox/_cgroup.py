@@ -41,11 +41,11 @@ def owner_is_alive(name: str) -> bool:
     return _start_time(int(parts[0])) == parts[1]
 
 
-def sweep_leftovers() -> list[Path]:
+def sweep_leftovers(parents: list[Path] | None = None) -> list[Path]:
     """Remove the cgroups a SIGKILLed toolrail left behind: only toolrail's own (by name) and
     only those whose owner process is dead; live ones (other runs on this host) are untouched."""
     removed = []
-    for parent in _parents():
+    for parent in _parents() if parents is None else parents:
         try:
             entries = list(parent.iterdir())
         except OSError:

@@ -30,7 +30,8 @@ import time
 import traceback
 
 SCRATCH = os.environ.get("TOOLRAIL_SCRATCH", "/scratch")
-MAX_LISTED_FILES = 2000
+MAX_LISTED_FILES = 2000  # changed files reported one by one per run; the rest are counted
+MAX_SCANNED_FILES = 100_000  # files looked at in scratch, at most (bounded memory and time)
 
 
 class CpuLimitExceeded(Exception):
@@ -152,9 +153,8 @@ class Driver:
             "reason": reason,
             "error": error,
             "duration_s": time.monotonic() - started,
-            "files": changed_files(before, after),
-            "skipped": [s for s in skipped if s["path"] not in skipped_before],
-            "omitted": omitted,
+            **changed_files(before, after, omitted),
+            "skipped": [s for s in skipped if s["path"] not in skipped_before][:MAX_LISTED_FILES],
         }
 
     def op_write(self, message):
@@ -174,7 +174,9 @@ class Driver:
     def op_list(self, message):
         files, skipped, omitted = snapshot_files()
         listed = [{"path": p, "size": s} for p, (s, _) in sorted(files.items())]
-        return {"id": message["id"], "type": "ok", "files": listed, "skipped": skipped, "omitted": omitted}
+        omitted += max(0, len(listed) - MAX_LISTED_FILES)
+        return {"id": message["id"], "type": "ok", "files": listed[:MAX_LISTED_FILES],
+                "skipped": skipped[:MAX_LISTED_FILES], "omitted": omitted}
 
     def set_cpu_budget(self, seconds):
         """RLIMIT_CPU counts the whole life of the process: grant `seconds` more than used now."""
@@ -300,16 +302,16 @@ def snapshot_files():
                 continue
             path = os.path.relpath(full, SCRATCH)
             if not stat.S_ISREG(st.st_mode):
-                if len(skipped) < MAX_LISTED_FILES:
+                if len(skipped) < MAX_SCANNED_FILES:
                     skipped.append({"path": path, "reason": special_kind(st.st_mode)})
                 continue
-            if len(files) >= MAX_LISTED_FILES:
+            if len(files) >= MAX_SCANNED_FILES:
                 omitted += 1
                 continue
             files[path] = (st.st_size, st.st_mtime_ns)
         for name in dirs:
             full = os.path.join(root, name)
-            if os.path.islink(full) and len(skipped) < MAX_LISTED_FILES:
+            if os.path.islink(full) and len(skipped) < MAX_SCANNED_FILES:
                 skipped.append({"path": os.path.relpath(full, SCRATCH), "reason": "symlink"})
     return files, skipped, omitted
 
@@ -322,8 +324,10 @@ def special_kind(mode):
     return "special file"
 
 
-def changed_files(before, after):
-    return [{"path": p, "size": meta[0]} for p, meta in sorted(after.items()) if before.get(p) != meta]
+def changed_files(before, after, omitted=0):
+    """The created or changed regular files, in path order; past MAX_LISTED_FILES only counted."""
+    changed = [{"path": p, "size": meta[0]} for p, meta in sorted(after.items()) if before.get(p) != meta]
+    return {"files": changed[:MAX_LISTED_FILES], "omitted": omitted + max(0, len(changed) - MAX_LISTED_FILES)}
 
 
 def main():
