@@ -317,10 +317,13 @@ class LocalSandbox(Sandbox):
                 preexec_fn=_limit_launch(limits, cgroup, self.identity, self.python_prefix),
                 limit=READ_CHUNK,
             )
-        except BaseException:
+        except BaseException as exc:
             os.close(read_fd)
             if cgroup is not None:
                 cgroup.destroy()
+            if isinstance(exc, (PermissionError, subprocess.SubprocessError)):
+                who = f"host uid {self.identity.uid}" if self.identity else "this user"
+                raise SandboxError(f"cannot start {self.bwrap} as {who}: {exc}") from None
             raise
         finally:
             os.close(write_fd)
