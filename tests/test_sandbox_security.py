@@ -6,18 +6,30 @@ process) and the same session still serves a normal run afterwards.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
+import pyseccomp
 import pytest
 
 from conftest import TEST_LIMITS, assert_still_works, host_processes_containing, sandbox_driver_processes
 from toolrail.sandbox import make_sandbox
+from toolrail.sandbox import policy
+from toolrail.sandbox._cgroup import PREFIX as CGROUP_PREFIX, owner_tag, sweep_leftovers
+from toolrail.sandbox.sessions import SandboxSessions, thread_folder
+from toolrail.testing.openai_server import OpenAICompatibleServer, answer, call, calls
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -330,22 +342,6 @@ async def test_no_sandbox_process_survives_close():
 # --- issue 10: the sandbox is a security boundary, even when toolrail runs as root -----------
 # Each test names the finding it covers. They run twice in scripts/test.sh: as root and as an
 # unprivileged user; every host setting a test reads is put back in a `finally`.
-
-import ctypes  # noqa: E402
-import errno  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import signal  # noqa: E402
-import stat  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import pyseccomp  # noqa: E402
-
-from toolrail.sandbox import policy  # noqa: E402
-from toolrail.sandbox._cgroup import PREFIX as CGROUP_PREFIX, owner_tag, sweep_leftovers  # noqa: E402
-from toolrail.sandbox.sessions import SandboxSessions, thread_folder  # noqa: E402
-from toolrail.testing.openai_server import OpenAICompatibleServer, answer, call, calls  # noqa: E402
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 KEY_SPEC_SESSION_KEYRING = -3
@@ -708,10 +704,11 @@ def test_finding_sigterm_teardown_leaves_no_process_cgroup_or_temp_folder(tmp_pa
     now takes Ctrl-C's path: everything torn down, the thread checkpointed and resumable."""
     marker = f"toolrail-term-{uuid.uuid4().hex}"
     code = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import time; time.sleep(120)', {marker!r}])"
-    temp_before = set(Path(tempfile_dir()).glob("toolrail-sandbox-*"))
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
     with OpenAICompatibleServer([calls(call("run_python", {"code": code, "timeout_s": 100})), answer("x")]) as server:
-        process = _cli_process(tmp_path, {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "k"},
-                               "run", "--thread", "term", "--tool-timeout", "100", "go")
+        env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "k", "TMPDIR": str(private_tmp)}
+        process = _cli_process(tmp_path, env, "run", "--thread", "term", "--tool-timeout", "100", "go")
         try:
             assert _wait_for(lambda: host_processes_containing(marker)), "the cell never started"
             process.send_signal(signum)
@@ -723,17 +720,11 @@ def test_finding_sigterm_teardown_leaves_no_process_cgroup_or_temp_folder(tmp_pa
     assert "the run is checkpointed" in stderr and "Traceback" not in stderr
     assert _wait_for(lambda: host_processes_containing(marker) == [], 10)
     assert _our_cgroups(process.pid) == []
-    assert set(Path(tempfile_dir()).glob("toolrail-sandbox-*")) <= temp_before
+    assert list(private_tmp.iterdir()) == []  # no temp folder left (the local backend makes none)
     from test_cli import toolrail
 
     history = toolrail("history", "--json", "term", tmp_path=tmp_path)
     assert history.returncode == 0 and json.loads(history.stdout), history.stderr
-
-
-def tempfile_dir() -> str:
-    import tempfile
-
-    return tempfile.gettempdir()
 
 
 def test_finding_sigkill_leftovers_are_swept_only_when_toolrail_owns_them_and_the_owner_is_dead(tmp_path):
