@@ -762,6 +762,8 @@ def test_finding_sigkill_of_the_cli_leaves_nothing_the_next_start_does_not_sweep
             if process.poll() is None:
                 process.kill()
     assert _wait_for(lambda: host_processes_containing(marker) == [], 20)  # bwrap --die-with-parent
+    if os.geteuid() == 0:  # root: the jail had a cgroup; SIGKILL left it, named after its dead owner
+        assert _our_cgroups(process.pid), "the killed run's cgroup does not carry its owner's pid"
     sweep_leftovers()
     assert _our_cgroups(process.pid) == []
 
