@@ -261,6 +261,7 @@ class LocalSandbox(Sandbox):
         except ValueError as exc:
             raise SandboxError(str(exc)) from None
         self._garbage: str | None = None  # the protocol error that ended the last interpreter
+        self.session_tag = f"toolrail-session-{secrets.token_hex(8)}"
         self.mechanisms: dict[str, str] = {}
         self._interpreter: Interpreter | None = None
         self._lost_reason: str | None = None  # why the previous interpreter is gone
@@ -371,8 +372,9 @@ class LocalSandbox(Sandbox):
         raise SandboxError(
             "bubblewrap could not start the sandbox"
             + (f": {detail}" if detail else f" (exit code {interpreter.process.returncode})")
-            + ". User namespaces must be allowed (sysctl kernel.unprivileged_userns_clone=1 or "
-            "run as root; on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0)."
+            + ". Unprivileged user namespaces must be allowed (sysctl kernel.unprivileged_userns_clone=1; "
+            "on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0): the jail never runs as "
+            "host root, toolrail drops to an unprivileged uid for it (--sandbox-uid)."
         )
 
     async def _watch_idle(self) -> None:
@@ -617,7 +619,9 @@ class LocalSandbox(Sandbox):
         argv += ["--seccomp", str(data_fds["seccomp"])]
         for key, value in self._environment().items():
             argv += ["--setenv", key, value]
-        return argv + ["--", str(self.python), "-u", "-I", "-B", DRIVER_IN_SANDBOX, str(event_fd)]
+        # session_tag: a public random name on the driver's command line, so this session's
+        # processes can be told from other sessions' on the same host (tests, operators).
+        return argv + ["--", str(self.python), "-u", "-I", "-B", DRIVER_IN_SANDBOX, str(event_fd), self.session_tag]
 
     def _environment(self) -> dict[str, str]:
         return {
