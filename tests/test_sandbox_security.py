@@ -807,3 +807,38 @@ def test_finding_policy_is_one_table_printed_by_the_cli(tmp_path):
     argv = make_sandbox("local")._bwrap_argv({"seccomp": 9}, 5)
     assert argv[argv.index("--seccomp") + 1] == "9"
     assert all(arg in argv for arg in policy.mask_arguments())
+
+
+async def test_finding_uid_map_the_host_uid_is_configurable_and_never_root():
+    """--sandbox-uid / TOOLRAIL_SANDBOX_HOST_UID pick the unprivileged host uid (used as root)."""
+    async with make_sandbox("local", limits=TEST_LIMITS, host_uid="54321:54322") as sb:
+        await sb.run_to_end("pass")
+        expected = (54321, 54322) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+        status = Path(f"/proc/{sb._interpreter.process.pid}/status").read_text()
+        uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+        gid = int(next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1])
+        assert (uid, gid) == expected
+
+
+@pytest.mark.parametrize("value, says", [("0", "must not run as host root"), ("nobody", "expected UID or UID:GID")])
+def test_finding_uid_map_a_root_host_uid_is_refused_with_one_line(tmp_path, value, says):
+    from test_cli import toolrail
+
+    done = toolrail("run", "--sandbox-uid", value, "--recorded", ANALYSIS_PROMPT, tmp_path=tmp_path, timeout=60)
+    if os.geteuid() != 0:  # not root: nothing to drop, the setting is not used
+        assert done.returncode == 0, done.stderr
+        return
+    assert done.returncode == 2 and says in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_finding_file_budget_the_cli_shows_one_line_for_what_was_not_saved(tmp_path):
+    from test_cli import toolrail
+
+    code = "import os\nos.makedirs('a/b')\nfor i in range(30):\n    open(f'a/b/f{i:02}.txt', 'w').write('x')"
+    with OpenAICompatibleServer([calls(call("run_python", {"code": code, "timeout_s": None})), answer("ok")]) as server:
+        env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "k"}
+        done = toolrail("run", "--thread", "budget", "--out-max-files", "5", "go", tmp_path=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("25 more files not saved: over the 5-file budget") == 1, done.stdout
+    saved = sorted((tmp_path / ".toolrail/files" / thread_folder("budget") / "a" / "b").iterdir())
+    assert [p.name for p in saved] == [f"f{i:02}.txt" for i in range(5)]
