@@ -20,9 +20,12 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
+from toolrail.backoff import RetryPolicy
 from toolrail.execution import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOOL_TIMEOUT_S, CallExecutor
 from toolrail.ledger import SideEffectLedger
+from toolrail.final_answer import ResponseFormat
 from toolrail.models import default_model
+from toolrail.nodes.answer import make_answer_check, route_after_answer
 from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
 from toolrail.nodes.tools import make_tool_runner
 from toolrail.nodes.validate import make_validate, route_after_validate
@@ -33,6 +36,7 @@ from toolrail.state import AgentState
 from toolrail.tools.demo import demo_tools
 from toolrail.tools.registry import ToolRegistry, all_tools
 from toolrail.tools.sandbox_tools import sandbox_tools
+from toolrail.usage import UNLIMITED, Budget
 
 DEFAULT_TOOLS = all_tools(demo_tools, sandbox_tools)
 
@@ -41,6 +45,12 @@ def route_after_planner(state: AgentState) -> str:
     if state.get("failure") or not state.get("turn_calls"):
         return END
     return "validate"
+
+
+def route_to_answer_check(state: AgentState) -> str:
+    """With a response format, a reply without calls is the final answer: check it."""
+    route = route_after_planner(state)
+    return "answer" if route == END and not state.get("failure") else route
 
 
 def build_graph(
@@ -55,17 +65,30 @@ def build_graph(
     sandboxes: SandboxSessions | None = None,
     ledger: SideEffectLedger | None = None,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    model_retry: RetryPolicy | None = None,
+    budget: Budget | int | None = None,
+    response_format: type | dict | ResponseFormat | None = None,
 ):
+    """The agent graph. `model` is any LangChain chat model that binds tools.
+
+    `model_retry`: backoff for 429/5xx from the model (toolrail/backoff.py). `budget`: a Budget,
+    or an int as the run's token limit. `response_format`: a Pydantic model or JSON Schema the
+    final answer must match (validated into `structured_response`).
+    """
     tools = DEFAULT_TOOLS if tools is None else tools
     model = default_model() if model is None else model
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
 
+    budget = Budget(max_tokens_total=budget) if isinstance(budget, int) else (budget or UNLIMITED)
+    response = response_format if isinstance(response_format, ResponseFormat) or response_format is None else ResponseFormat(response_format)
+
     executor = CallExecutor(max_concurrency=max_concurrency, default_timeout=tool_timeout)
     speculation = Speculation(executor, enabled=speculative)
 
     builder = StateGraph(AgentState)
-    builder.add_node("planner", make_planner(model, tools, speculation, system_prompt))
+    builder.add_node("planner", make_planner(model, tools, speculation, system_prompt, retry=model_retry or RetryPolicy(),
+                                             budget=budget, response=response))
     builder.add_node("validate", make_validate(tools, speculation, max_retries))
     builder.add_node("tools", make_tool_runner(tools, executor, speculation, ledger))
 
@@ -75,7 +98,12 @@ def build_graph(
         executors.append("sandbox")
 
     builder.add_edge(START, "planner")
-    builder.add_conditional_edges("planner", route_after_planner, ["validate", END])
+    if response is None:
+        builder.add_conditional_edges("planner", route_after_planner, ["validate", END])
+    else:
+        builder.add_node("answer", make_answer_check(response, max_retries))
+        builder.add_conditional_edges("planner", route_to_answer_check, ["validate", "answer", END])
+        builder.add_conditional_edges("answer", route_after_answer, ["planner", END])
     builder.add_conditional_edges("validate", route_after_validate, ["planner", *executors, END])
     for executor_node in executors:
         builder.add_edge(executor_node, "planner")
