@@ -378,6 +378,7 @@ print(os.getuid(), os.getgid())
 """
     result = await sandbox.run_to_end(code)
     assert result.stdout == "1000 1000\n", result
+    assert _wait_for(lambda: host_processes_containing(marker), 20), "the jail's child never showed up"
     jail = host_processes_containing(marker) + [sandbox._interpreter.process.pid]
     assert len(jail) == 2
     assert {_host_uid_of(pid) for pid in jail} == {_expected_host_uid()}
