@@ -2,6 +2,8 @@
 
     START -> planner -> validate -> (Send one task per call) tools   -> planner -> ... -> END
                 ^           |                                   sandbox -> planner
+                |           +-- calls needing approval -> approve (interrupt: a person decides) -> tools / sandbox
+                |           +-- sequential calls, after the concurrent ones -> ordered -> planner
                 +-- invalid: errors go back to the model, within the retry budget
 
 `run_python` calls go to the sandbox node (isolated, one stateful session per thread); every
@@ -20,12 +22,15 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
+from toolrail.approval import ApprovalPolicy, ApprovalRule
 from toolrail.execution import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOOL_TIMEOUT_S, CallExecutor
 from toolrail.ledger import SideEffectLedger
 from toolrail.models import default_model
+from toolrail.nodes.approve import make_approve, make_route_after_approve
+from toolrail.nodes.ordered import make_ordered, route_after_calls
 from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
 from toolrail.nodes.tools import make_tool_runner
-from toolrail.nodes.validate import make_validate, route_after_validate
+from toolrail.nodes.validate import make_route_after_validate, make_validate
 from toolrail.nodes.sandbox import make_sandbox_node
 from toolrail.sandbox.sessions import SandboxSessions
 from toolrail.speculation import Speculation
@@ -55,30 +60,44 @@ def build_graph(
     sandboxes: SandboxSessions | None = None,
     ledger: SideEffectLedger | None = None,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    approval: ApprovalRule = None,
+    parallel: bool = True,
 ):
+    """The agent graph. `approval`: which calls a person approves first, on top of the tools'
+    own `requires_approval` (see toolrail.approval); `parallel=False` runs every call of a turn
+    one after another in the model's order. Approval needs a checkpointer (LangGraph interrupts)."""
     tools = DEFAULT_TOOLS if tools is None else tools
     model = default_model() if model is None else model
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
 
     executor = CallExecutor(max_concurrency=max_concurrency, default_timeout=tool_timeout)
-    speculation = Speculation(executor, enabled=speculative)
+    policy = ApprovalPolicy(approval)
+    # a call that needs a person's approval, or must wait its turn, never starts speculatively
+    speculation = Speculation(executor, enabled=speculative and parallel, hold=policy.holds)
 
     builder = StateGraph(AgentState)
     builder.add_node("planner", make_planner(model, tools, speculation, system_prompt))
-    builder.add_node("validate", make_validate(tools, speculation, max_retries))
-    builder.add_node("tools", make_tool_runner(tools, executor, speculation, ledger))
+    builder.add_node("validate", make_validate(tools, speculation, max_retries, policy, parallel))
+    runners = {"tools": make_tool_runner(tools, executor, speculation, ledger)}
+    builder.add_node("tools", runners["tools"])
 
     executors = ["tools"]
     if any(tool.target == "sandbox" for tool in tools):
-        builder.add_node("sandbox", make_sandbox_node(sandboxes or SandboxSessions()))
+        runners["sandbox"] = make_sandbox_node(sandboxes or SandboxSessions())
+        builder.add_node("sandbox", runners["sandbox"])
         executors.append("sandbox")
+    builder.add_node("approve", make_approve(tools))
+    builder.add_node("ordered", make_ordered(tools, runners))
 
+    after_calls = ["planner", "ordered", *executors]
     builder.add_edge(START, "planner")
     builder.add_conditional_edges("planner", route_after_planner, ["validate", END])
-    builder.add_conditional_edges("validate", route_after_validate, ["planner", *executors, END])
+    builder.add_conditional_edges("validate", make_route_after_validate(tools), [*after_calls, "approve", END])
+    builder.add_conditional_edges("approve", make_route_after_approve(tools), after_calls)
     for executor_node in executors:
-        builder.add_edge(executor_node, "planner")
+        builder.add_conditional_edges(executor_node, route_after_calls, ["planner", "ordered"])
+    builder.add_edge("ordered", "planner")
     return builder.compile(checkpointer=checkpointer, name="toolrail")
 
 

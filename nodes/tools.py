@@ -13,7 +13,7 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 
-from toolrail.execution import CallExecutor, Outcome
+from toolrail.execution import AskedDuringSpeculation, CallExecutor, Outcome
 from toolrail.ledger import SideEffectLedger
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import CallTask, ValidatedCall
@@ -26,12 +26,16 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
         tool = tools.get(call["name"])
         running = speculation.take(thread, call["id"], call["args"])
         if running is not None:
-            outcome = await running
-        elif tool.side_effects and ledger is not None:
-            outcome = await ledger.run_once(thread, call["id"], tool.name, lambda: executor.execute(tool, call["args"], call["id"]))
+            try:
+                return tool_outcome(call, await running, speculative=True)
+            except AskedDuringSpeculation:
+                pass  # the tool called interrupt(): run it here, where the question can pause the graph
+        state = task.get("state")
+        if tool.side_effects and ledger is not None:
+            outcome = await ledger.run_once(thread, call["id"], tool.name, lambda: executor.execute(tool, call["args"], call["id"], state=state))
         else:
-            outcome = await executor.execute(tool, call["args"], call["id"])
-        return tool_outcome(call, outcome, speculative=running is not None)
+            outcome = await executor.execute(tool, call["args"], call["id"], state=state)
+        return tool_outcome(call, outcome)
 
     return run_tool
 

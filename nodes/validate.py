@@ -14,6 +14,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END
 from langgraph.types import Send
 
+from toolrail.approval import ApprovalPolicy
+from toolrail.nodes.approve import dispatch
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, CallVerdict, RawCall, RunFailure, ValidatedCall
 from toolrail.tools.registry import FieldError, InvalidToolCall, ToolRegistry
@@ -24,13 +26,17 @@ NOT_RUN = (
 )
 
 
-def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: int = 2):
+def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: int = 2,
+                  approval: ApprovalPolicy | None = None, parallel: bool = True):
+    approval = approval or ApprovalPolicy()
+
     async def validate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         turn = sum(1 for m in state["messages"] if m.type == "ai")
         checked = [_check(tools, call) for call in state.get("turn_calls", [])]
         verdicts = [_verdict(call, turn, error) for call, (_, error) in zip(state["turn_calls"], checked)]
         if all(error is None for _, error in checked):
-            return {"validated_calls": [v for v, _ in checked], "verdicts": verdicts, "attempts": 0}
+            calls = [_plan(tools, v, approval, parallel) for v, _ in checked]
+            return {"validated_calls": calls, "verdicts": verdicts, "attempts": 0}
         attempts = state.get("attempts", 0) + 1
         discarded = speculation.cancel_turn(thread_of(config), state["turn_calls"], "another call of its turn was invalid")
         update: dict[str, Any] = {
@@ -47,14 +53,28 @@ def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: in
     return validate
 
 
-def route_after_validate(state: AgentState) -> list[Send] | str:
-    """Valid turn: fan out one task per call. Invalid: back to the planner, or stop."""
-    if state.get("failure"):
-        return END
-    calls = state.get("validated_calls") or []
-    if not calls:
-        return "planner"
-    return [Send(call["target"], {"call": call}) for call in calls]
+def make_route_after_validate(tools: ToolRegistry):
+    def route_after_validate(state: AgentState) -> list[Send] | str:
+        """Valid turn: fan out one task per call (calls waiting for a person go to the approve
+        node; sequential ones run after the others). Invalid: back to the planner, or stop."""
+        if state.get("failure"):
+            return END
+        if not state.get("validated_calls"):
+            return "planner"
+        return dispatch(state, tools)
+
+    return route_after_validate
+
+
+def _plan(tools: ToolRegistry, call: ValidatedCall, approval: ApprovalPolicy, parallel: bool) -> ValidatedCall:
+    """Mark a valid call: does a person approve it first, does it run in the model's order."""
+    tool = tools.get(call["name"])
+    reason = approval.reason(tool, call["args"])
+    if reason:
+        call["approval"] = reason
+    if tool.sequential or not parallel:
+        call["sequential"] = True
+    return call
 
 
 def _check(tools: ToolRegistry, call: RawCall) -> tuple[ValidatedCall | None, InvalidToolCall | None]:

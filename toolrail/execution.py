@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from langgraph.errors import GraphBubbleUp
+
 from toolrail.state import CallResult, RawCall, ValidatedCall
 from toolrail.tools.registry import Tool
 
@@ -53,7 +55,8 @@ class CallExecutor:
             self._caps[loop] = asyncio.Semaphore(self.max_concurrency)
         return self._caps[loop]
 
-    async def execute(self, tool: Tool, args: dict[str, Any], call_id: str = "", speculative: bool = False) -> Outcome:
+    async def execute(self, tool: Tool, args: dict[str, Any], call_id: str = "", speculative: bool = False,
+                      state: dict[str, Any] | None = None) -> Outcome:
         timeout = tool.timeout or self.default_timeout
         trace = {  # names and metadata for LangSmith; ignored when tracing is off
             "run_name": f"tool:{tool.name}", "tags": ["toolrail", "speculative" if speculative else "dispatched"],
@@ -62,15 +65,22 @@ class CallExecutor:
         async with self._cap():
             started, clock = time.time(), time.perf_counter()
             try:
-                output = await asyncio.wait_for(tool.run(tool.validate(args), self.threads, trace), timeout)
+                output = await asyncio.wait_for(tool.run(tool.validate(args), self.threads, trace, call_id, state), timeout)
                 status, content = "ok", render_output(output)
             except asyncio.TimeoutError:
                 status, content = "timeout", f"Error: {tool.name} timed out after {timeout:g}s"
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GraphBubbleUp, AskedDuringSpeculation):
+                # LangGraph's control flow (an `interrupt()` in the tool, a Command to the parent)
+                # is not a tool error: it must reach the graph.
                 raise
             except Exception as exc:  # a failing tool must not take the turn down
                 status, content = "error", f"Error: {tool.name} raised {type(exc).__name__}: {exc}"
             return Outcome(status, content, started, time.perf_counter() - clock)
+
+
+class AskedDuringSpeculation(Exception):
+    """A tool called `interrupt()` while started speculatively: it is run again in its tools task,
+    where the question can pause the graph and be answered."""
 
 
 def render_output(output: Any) -> str:

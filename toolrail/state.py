@@ -28,6 +28,9 @@ class ValidatedCall(TypedDict):
     name: str
     args: dict[str, Any]
     target: Literal["tools", "sandbox"]
+    approval: NotRequired[str]  # waiting for a person: why approval is needed
+    decision: NotRequired[Literal["approve", "edit"]]  # what the person answered, once they did
+    sequential: NotRequired[bool]  # runs after the concurrent calls, one at a time, in order
 
 
 class CallVerdict(TypedDict):
@@ -53,6 +56,21 @@ class CallResult(TypedDict):
     sandbox: NotRequired[dict[str, Any]]  # sandbox runs: the structured RunResult and saved files
 
 
+class ApprovalDecision(TypedDict):
+    """What a person answered for one call that needed approval (kept for history and trace)."""
+
+    id: str
+    name: str
+    turn: int
+    decision: Literal["approve", "edit", "reject"]
+    reason: str  # why the call needed approval
+    args: dict[str, Any]  # what the model asked for
+    edited_args: dict[str, Any] | None
+    message: str | None  # a rejection's reason, given back to the model
+    by: str
+    at: float
+
+
 class RunFailure(TypedDict):
     """Why a run stopped without an answer; a structured end, never an exception."""
 
@@ -75,9 +93,12 @@ class AgentState(TypedDict, total=False):
     # Every executed call of the run, with timing.
     results: Annotated[list[CallResult], operator.add]
     failure: RunFailure | None
+    # Every approval decision of the run, in order.
+    decisions: Annotated[list[ApprovalDecision], operator.add]
 
 
 class CallTask(TypedDict):
     """What `Send` hands one tools/sandbox task: a single validated call."""
 
     call: ValidatedCall
+    state: NotRequired[dict[str, Any]]  # only for tools that declare InjectedState
