@@ -20,6 +20,7 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 from rich.console import Console
 
+from toolrail.approval_cli import WAITING_EXIT, answer_from_flags, ask_person, interactive, pending_interrupts, waiting_line
 from toolrail.checkpoints import DEFAULT_DB
 from toolrail.errors import ToolrailError
 from toolrail.render import RunRenderer, state_as_json
@@ -75,6 +76,9 @@ def _graph_options() -> argparse.ArgumentParser:
     options.add_argument("--out", default=".toolrail/files", metavar="DIR", help="where files the sandbox produces are saved")
     options.add_argument("--sandbox", choices=["local", "e2b"], help="sandbox backend (default: TOOLRAIL_SANDBOX or local)")
     options.add_argument("--tools", action="append", default=[], metavar="MODULE:NAME", help="also offer the tools of this ToolRegistry (repeatable)")
+    options.add_argument("--approve-tools", action="append", default=[], metavar="NAMES",
+                         help="a person approves calls of these tools (comma-separated, repeatable; 'all' or 'side_effects') before they run")
+    options.add_argument("--no-input", action="store_true", help="never ask at the terminal: stop with exit code 3 when a person must decide")
     return options
 
 
@@ -100,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         inspect.add_argument("thread")
         inspect.add_argument("--db", default=None, help="SQLite file or postgresql:// URL")
         inspect.add_argument("--json", action="store_true", help="print as JSON")
+    approve = commands.add_parser("approve", parents=[options], help="answer a thread's approval question, and continue it")
+    approve.add_argument("thread")
+    approve.add_argument("--call", action="append", default=[], metavar="ID", help="approve this call (repeatable; no flag approves every pending call)")
+    approve.add_argument("--reject", action="append", default=[], metavar="ID=REASON", help="reject this call; the model reads the reason")
+    approve.add_argument("--edit", action="append", default=[], metavar="ID=JSON", help="run this call with these arguments (validated first)")
+    approve.add_argument("--answer", metavar="TEXT", help="the answer to a question a tool asked with interrupt() (JSON or text)")
     suite = commands.add_parser("conformance", help="run a BFCL-format suite through the graph")
     suite.add_argument("path", help="folder with BFCL_v4_<category>.json and possible_answer/")
     suite.add_argument("--category", action="append", default=[], help="only these categories (repeatable)")
@@ -126,6 +136,7 @@ async def _dispatch(args: argparse.Namespace, console: Console) -> int:
 
     commands = {
         "run": run_command, "resume": resume_command, "replay": replay_command, "fork": fork_command,
+        "approve": approve_command,
         "conformance": conformance_command,
         "history": history.history_command, "trace": history.trace_command,
     }
@@ -147,11 +158,14 @@ async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tup
     sessions = SandboxSessions(
         factory=lambda: make_sandbox(args.sandbox), inputs=_input_files(args.file, model), output_dir=Path(args.out)
     )
+    tools = _tools(args.tools)
+    approval = _approval(args.approve_tools, tools)
     async with open_checkpointer(location) as checkpointer, sessions:
         graph = build_graph(
-            model=model, tools=_tools(args.tools), checkpointer=checkpointer, max_retries=args.max_retries,
+            model=model, tools=tools, checkpointer=checkpointer, max_retries=args.max_retries,
             tool_timeout=args.tool_timeout, max_concurrency=args.max_concurrency,
             speculative=not args.no_speculation, sandboxes=sessions, ledger=open_ledger(location),
+            approval=approval,
         )
         yield graph, model_label, location
 
@@ -162,9 +176,20 @@ async def stream_and_report(graph: Any, graph_input: Any, config: dict, args: ar
     thread_id = config["configurable"]["thread_id"]
     renderer = RunRenderer(console, model_label=model_label, thread_id=thread_id, quiet=args.json)
     renderer.start(headline)
-    async for mode, chunk in graph.astream(graph_input, config, stream_mode=["updates", "custom"]):
-        renderer.event(mode, chunk)
-    state = (await graph.aget_state({"configurable": {"thread_id": thread_id}})).values
+    while True:
+        async for mode, chunk in graph.astream(graph_input, config, stream_mode=["updates", "custom"]):
+            renderer.event(mode, chunk)
+        snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        waiting = pending_interrupts(snapshot)
+        if not waiting:
+            break
+        if not interactive(args):  # the question stays in the checkpoint: `toolrail approve` answers it
+            if args.json:
+                print(json.dumps({**state_as_json(snapshot.values, thread_id), "waiting": [i.value for i in waiting]}, indent=2, ensure_ascii=False))
+            sys.stderr.write(waiting_line(thread_id, waiting) + "\n")
+            return WAITING_EXIT
+        graph_input = ask_person(waiting, console, thread_id)
+    state = snapshot.values
     if args.json:
         print(json.dumps(state_as_json(state, thread_id), indent=2, ensure_ascii=False))
     else:
@@ -215,6 +240,33 @@ async def fork_command(args: argparse.Namespace, console: Console) -> int:
         config = await checkpoint_config(graph, args.thread, args.checkpoint)
         forked = await edit_at(graph, config, message=args.message, tool_result=args.tool_result)
         return await stream_and_report(graph, None, forked, args, console, label, location, f"fork {args.thread} at {args.checkpoint}")
+
+
+async def approve_command(args: argparse.Namespace, console: Console) -> int:
+    """Answer the question a thread is waiting on (from the checkpoint), then continue the run."""
+    from toolrail.history import thread_prompt
+
+    prompt = await thread_prompt(args.thread, args.db)
+    async with open_graph(args, prompt) as (graph, label, location):
+        config = {"configurable": {"thread_id": args.thread}}
+        waiting = pending_interrupts(await graph.aget_state(config))
+        if not waiting:
+            raise CliError(f"thread {args.thread!r} is not waiting for approval")
+        answer = answer_from_flags(args, waiting)
+        return await stream_and_report(graph, answer, config, args, console, label, location, f"approve {args.thread}")
+
+
+def _approval(specs: list[str], tools: Any) -> Any:
+    """--approve-tools as build_graph's approval rule; unknown tool names are refused."""
+    names = [n.strip() for spec in specs for n in spec.split(",") if n.strip()]
+    if not names:
+        return None
+    if names in (["all"], ["side_effects"]):
+        return names[0]
+    unknown = [n for n in names if tools.get(n) is None]
+    if unknown:
+        raise CliError(f"--approve-tools: no tool named {', '.join(unknown)} (tools: {', '.join(tools.names())})")
+    return {tools.get(n).name for n in names}
 
 
 def _nothing_to_do(console: Console, args: argparse.Namespace) -> None:

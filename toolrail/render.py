@@ -82,6 +82,13 @@ class RunRenderer:
                 self.print(Text(f"    ⇩ produced file saved to {path}", style="bold cyan"))
 
     _on_sandbox = _on_tools
+    _on_ordered = _on_tools
+
+    def _on_approve(self, update: dict) -> None:
+        for d in update.get("decisions", []):
+            said = {"approve": "approved", "edit": f"edited to {json.dumps(d['edited_args'], ensure_ascii=False)}",
+                    "reject": f"rejected: {d['message']}"}[d["decision"]]
+            self.print(Text(f"  ✋ {d['name']} {said} (by {d['by']})", style="yellow" if d["decision"] != "reject" else "red"))
 
     def _close_batch(self) -> None:
         if len(self.batch) > 1:
