@@ -14,7 +14,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END
 from langgraph.types import Send
 
-from toolrail.approval import ApprovalPolicy
+from toolrail.approval import ApprovalPolicy, per_run_setting
 from toolrail.nodes.approve import dispatch
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, CallVerdict, RawCall, RunFailure, ValidatedCall
@@ -35,7 +35,7 @@ def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: in
         checked = [_check(tools, call) for call in state.get("turn_calls", [])]
         verdicts = [_verdict(call, turn, error) for call, (_, error) in zip(state["turn_calls"], checked)]
         if all(error is None for _, error in checked):
-            calls = [_plan(tools, v, approval, parallel) for v, _ in checked]
+            calls = [_plan(tools, v, approval, parallel, per_run_setting(config)) for v, _ in checked]
             return {"validated_calls": calls, "verdicts": verdicts, "attempts": 0}
         attempts = state.get("attempts", 0) + 1
         discarded = speculation.cancel_turn(thread_of(config), state["turn_calls"], "another call of its turn was invalid")
@@ -66,10 +66,10 @@ def make_route_after_validate(tools: ToolRegistry):
     return route_after_validate
 
 
-def _plan(tools: ToolRegistry, call: ValidatedCall, approval: ApprovalPolicy, parallel: bool) -> ValidatedCall:
+def _plan(tools: ToolRegistry, call: ValidatedCall, approval: ApprovalPolicy, parallel: bool, per_run: Any) -> ValidatedCall:
     """Mark a valid call: does a person approve it first, does it run in the model's order."""
     tool = tools.get(call["name"])
-    reason = approval.reason(tool, call["args"])
+    reason = approval.reason(tool, call["args"], per_run)
     if reason:
         call["approval"] = reason
     if tool.sequential or not parallel:

@@ -163,3 +163,18 @@ async def test_a_missing_or_unknown_decision_is_refused_back(openai_server, tmp_
     assert any("p9: no such call" in e for e in again["errors"]) and any("p1 (pay): no decision given" in e for e in again["errors"])
     assert shop.paid() == []
     await asyncio.sleep(0)
+
+
+async def test_a_run_can_ask_for_approval_through_its_config(openai_server, tmp_path):
+    """How a LangGraph server client or Studio turns approval on for one run, without rebuilding the graph."""
+    shop = Payments(tmp_path, requires_approval=False)
+    openai_server.script(
+        calls(call("lookup", {"key": "k"}, id="l1"), tail_delay_s=0.5), answer("ok"),
+    )
+    graph = graph_for(openai_server, shop.registry)
+    config = {"configurable": {"thread_id": "t", "approve_tools": ["lookup"]}}
+    question = pending(await graph.ainvoke({"messages": [("user", "look")]}, config))
+    assert [(c["name"], c["reason"]) for c in question["calls"]] == [("lookup", "lookup is on the approval list")]
+    assert shop.lookups == [], "not even started speculatively"
+    await graph.ainvoke(Command(resume={"decisions": {"l1": "approve"}}), config)
+    assert shop.lookups == ["k"]

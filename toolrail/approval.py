@@ -43,11 +43,19 @@ class ApprovalPolicy:
             raise ValueError(f"approval must be 'all', 'side_effects', 'none', tool names or a callable, got {rule!r}")
         self.rule = rule
 
-    def reason(self, tool: Tool, args: dict[str, Any]) -> str | None:
-        """Why this call needs a person's approval, or None when it does not."""
+    def reason(self, tool: Tool, args: dict[str, Any], per_run: Any = None) -> str | None:
+        """Why this call needs a person's approval, or None when it does not.
+
+        `per_run` is the run's `configurable["approve_tools"]` (tool names, "all" or
+        "side_effects"): how a LangGraph server client or Studio asks for approval per run.
+        """
         rule = self.rule
         if rule == "none":
             return None
+        if per_run:
+            extra = _per_run_policy(per_run).reason(tool, args)
+            if extra:
+                return extra
         own = _ask(tool.requires_approval, args) if callable(tool.requires_approval) else tool.requires_approval
         if own:
             return own if isinstance(own, str) else f"{tool.name} requires approval"
@@ -64,7 +72,29 @@ class ApprovalPolicy:
 
     def holds(self, tool: Tool, args: dict[str, Any]) -> bool:
         """For speculation: a call that needs approval must never start before the decision."""
-        return self.reason(tool, args) is not None
+        return self.reason(tool, args, per_run_setting()) is not None
+
+
+def _per_run_policy(setting: Any) -> "ApprovalPolicy":
+    """A run's setting as a policy; one that cannot be read fails closed (every call is asked)."""
+    if isinstance(setting, str):
+        names = [n.strip() for n in setting.split(",") if n.strip()]
+        return ApprovalPolicy(setting if setting in ("all", "side_effects") else names)
+    if isinstance(setting, (list, tuple, set)) and all(isinstance(n, str) for n in setting):
+        return ApprovalPolicy(list(setting))
+    return ApprovalPolicy(lambda tool, args: f"approve_tools={setting!r} is not tool names, 'all' or 'side_effects': every call is asked")
+
+
+def per_run_setting(config: Any = None) -> Any:
+    """The run's `approve_tools` setting, from its config (or the current LangGraph context)."""
+    if config is None:
+        from langgraph.config import get_config
+
+        try:
+            config = get_config()
+        except RuntimeError:
+            return None
+    return ((config or {}).get("configurable") or {}).get("approve_tools")
 
 
 def _ask(rule: Callable[[dict[str, Any]], Any], args: dict[str, Any]) -> Any:
