@@ -178,3 +178,49 @@ async def test_a_run_can_ask_for_approval_through_its_config(openai_server, tmp_
     assert shop.lookups == [], "not even started speculatively"
     await graph.ainvoke(Command(resume={"decisions": {"l1": "approve"}}), config)
     assert shop.lookups == ["k"]
+
+
+async def test_a_call_waiting_for_approval_is_not_in_the_ledger_and_an_ordered_one_waits_too(openai_server, tmp_path):
+    from toolrail.ledger import SqliteSideEffectLedger
+    import sqlite3
+
+    shop = Payments(tmp_path)
+    ledger = SqliteSideEffectLedger(tmp_path / "effects.sqlite")
+    openai_server.script(calls(call("pay", {"to": "a", "amount": 1}, id="p1"), call("pay", {"to": "b", "amount": 2}, id="p2")), answer("ok"))
+    graph = graph_for(openai_server, shop.registry, ledger=ledger, parallel=False)
+    question = pending(await graph.ainvoke({"messages": [("user", "pay")]}, CONFIG))
+    assert [c["id"] for c in question["calls"]] == ["p1", "p2"]
+    rows = sqlite3.connect(tmp_path / "effects.sqlite").execute("SELECT call_id FROM toolrail_side_effects").fetchall()
+    assert rows == [], "nothing is claimed as started before the decision"
+    done = await graph.ainvoke(Command(resume={"decisions": {"p1": "approve", "p2": {"type": "reject", "message": "no"}}}), CONFIG)
+    assert shop.paid() == ["paid-a-1"]
+    assert [r["id"] for r in done["results"]] == ["p1"]
+    rows = sqlite3.connect(tmp_path / "effects.sqlite").execute("SELECT call_id, state FROM toolrail_side_effects").fetchall()
+    assert rows == [("p1", "finished")]
+
+
+async def test_a_side_effecting_tool_that_asks_with_interrupt_runs_once_after_the_answer(openai_server, tmp_path):
+    from langgraph.types import interrupt
+
+    from toolrail.ledger import SqliteSideEffectLedger
+
+    tools, ran = ToolRegistry(), []
+
+    @tools.register(side_effects=True)
+    def send_email(to: str) -> str:
+        """Send an email after confirming.
+
+        Args:
+            to: Recipient.
+        """
+        if interrupt(f"send to {to}?") != "yes":
+            return "not sent"
+        ran.append(to)
+        return f"sent to {to}"
+
+    openai_server.script(calls(call("send_email", {"to": "x@y.z"}, id="e1")), answer("ok"))
+    graph = graph_for(openai_server, tools, ledger=SqliteSideEffectLedger(tmp_path / "effects.sqlite"))
+    paused = await graph.ainvoke({"messages": [("user", "mail")]}, CONFIG)
+    assert paused["__interrupt__"][0].value == "send to x@y.z?" and ran == []
+    done = await graph.ainvoke(Command(resume="yes"), CONFIG)
+    assert ran == ["x@y.z"] and done["results"][0]["content"] == "sent to x@y.z", "the claim was released, not reported unknown"

@@ -42,25 +42,24 @@ class Terminal:
     """`toolrail` on a pseudo-terminal, as a person at a shell runs it."""
 
     def __init__(self, *args: str, cwd: Path, env: dict):
-        base = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+        base = {k: v for k, v in os.environ.items() if k not in (*SCRUBBED, "EDITOR", "VISUAL")}
         base.update({"TOOLRAIL_DB": str(cwd / "runs.sqlite"), "COLUMNS": "200", "TERM": "dumb"}, **env)
-        base.pop("EDITOR", None), base.pop("VISUAL", None)
         self.master, slave = pty.openpty()
         self.process = subprocess.Popen([sys.executable, "-m", "toolrail.cli", *args], cwd=cwd, env=base,
                                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
         os.close(slave)
         self.seen = ""
 
-    def expect(self, text: str, timeout: float = 60) -> str:
+    def expect(self, text: str, timeout: float = 60, times: int = 1) -> str:
         deadline = time.monotonic() + timeout
-        while text not in self.seen:
+        while self.seen.count(text) < times:
             assert time.monotonic() < deadline, f"never saw {text!r}; saw:\n{self.seen}"
             ready, _, _ = select.select([self.master], [], [], 0.5)
             if ready:
                 try:
                     self.seen += os.read(self.master, 65536).decode(errors="replace")
                 except OSError:  # the process ended
-                    assert text in self.seen, f"ended without {text!r}; saw:\n{self.seen}"
+                    assert self.seen.count(text) >= times, f"ended without {text!r}; saw:\n{self.seen}"
         return self.seen
 
     def send(self, line: str) -> None:
@@ -153,3 +152,44 @@ def test_an_unknown_tool_name_for_approval_is_one_clear_line(tmp_path):
     done = toolrail("run", "--approve-tools", "search_flight", TRIP_PROMPT, tmp_path=tmp_path)
     assert done.returncode == 2 and done.stderr.startswith("toolrail: error: --approve-tools: no tool named search_flight (tools: ")
     assert re.fullmatch(r"[^\n]*\n", done.stderr)
+
+
+def test_at_the_prompt_an_invalid_edit_is_asked_again_then_edit_and_reject_apply(tmp_path):
+    two = [calls(call("pay", {"to": "bob", "amount": 500}, id="p1"), call("pay", {"to": "eve", "amount": 9}, id="p2")), answer("Done.")]
+    with OpenAICompatibleServer(two) as server:
+        term = Terminal("run", "--thread", "t4", "--tools", "shop_tools:shop", "pay", cwd=tmp_path, env=_env(tmp_path, server))
+        prompt = "approve? [y]es / [n]o, reject / [e]dit:"
+        term.expect(prompt)  # p1
+        term.send("e")
+        term.expect("new arguments as JSON:")
+        term.send('{"to": "bob", "amount": "fifty"}')
+        term.expect(prompt, times=2)  # p2
+        term.send("n")
+        term.expect("reason (the model reads it):")
+        term.send("unknown payee")
+        term.expect(prompt, times=3)  # asked again, with the error
+        assert "✗ p1 (pay): the edited arguments are invalid" in term.seen and "amount: Input should be a valid integer" in term.seen
+        assert not (tmp_path / "payments.log").exists()
+        term.send("e")
+        term.expect("new arguments as JSON:", times=2)
+        term.send('{"to": "bob", "amount": 50}')
+        term.expect(prompt, times=4)
+        term.send("n")
+        term.expect("reason (the model reads it):", times=2)
+        term.send("unknown payee")
+        assert term.finish() == 0, term.seen
+        tool_messages = {m["tool_call_id"]: m["content"] for m in server.requests[1]["messages"] if m["role"] == "tool"}
+    assert (tmp_path / "payments.log").read_text() == "bob 50\n"
+    assert tool_messages["p1"] == "paid bob $50" and "unknown payee" in tool_messages["p2"]
+
+
+def test_edit_opens_the_editor_when_one_is_set(tmp_path):
+    editor = tmp_path / "editor.py"
+    editor.write_text("import json, sys\npath = sys.argv[1]\nargs = json.load(open(path))\nargs['amount'] = 7\njson.dump(args, open(path, 'w'))\n")
+    with _pay_server() as server:
+        env = {**_env(tmp_path, server), "EDITOR": f"{sys.executable} {editor}"}
+        term = Terminal("run", "--thread", "t5", "--tools", "shop_tools:shop", "pay bob", cwd=tmp_path, env=env)
+        term.expect("approve? [y]es")
+        term.send("e")
+        assert term.finish() == 0, term.seen
+    assert (tmp_path / "payments.log").read_text() == "bob 7\n"
