@@ -224,3 +224,13 @@ async def test_a_side_effecting_tool_that_asks_with_interrupt_runs_once_after_th
     assert paused["__interrupt__"][0].value == "send to x@y.z?" and ran == []
     done = await graph.ainvoke(Command(resume="yes"), CONFIG)
     assert ran == ["x@y.z"] and done["results"][0]["content"] == "sent to x@y.z", "the claim was released, not reported unknown"
+
+
+def test_a_per_run_setting_that_cannot_be_read_asks_for_every_call():
+    from toolrail.approval import ApprovalPolicy
+
+    lookup = Payments(Path("/nonexistent")).registry.get("lookup")
+    policy = ApprovalPolicy()
+    assert policy.reason(lookup, {"key": "k"}) is None
+    assert policy.reason(lookup, {"key": "k"}, "lookup, other") == "lookup is on the approval list"
+    assert "every call is asked" in policy.reason(lookup, {"key": "k"}, {"lookup": True})

@@ -117,6 +117,39 @@ def test_without_a_terminal_the_run_stops_with_exit_3_and_approve_answers_it(tmp
     assert state["answer"] == "Done." and state["decisions"][0]["decision"] == "edit"
     history = toolrail("history", "t1", "--json", tmp_path=tmp_path)
     assert any("pay edit by" in d for row in json.loads(history.stdout) for d in row["decisions"])
+    trace = toolrail("trace", "t1", tmp_path=tmp_path)
+    assert '✋ pay edited by' in trace.stdout and '{"to": "bob", "amount": 50}' in trace.stdout
+
+
+ASKING_TOOLS = '''
+from langgraph.types import interrupt
+from toolrail.tools.registry import ToolRegistry
+
+asking = ToolRegistry()
+
+
+@asking.register
+def wipe(disk: str) -> str:
+    """Wipe a disk, after asking.
+
+    Args:
+        disk: Which.
+    """
+    return f"wiped {disk}" if interrupt(f"wipe {disk}?") == "yes" else "kept"
+'''
+
+
+def test_a_question_a_tool_asks_stops_the_run_and_approve_answer_continues_it(tmp_path):
+    (tmp_path / "asking_tools.py").write_text(ASKING_TOOLS)
+    with OpenAICompatibleServer([calls(call("wipe", {"disk": "sdb"}, id="w1")), answer("Wiped.")]) as server:
+        env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "k", "PYTHONPATH": str(tmp_path)}
+        stopped = toolrail("run", "--thread", "t6", "--tools", "asking_tools:asking", "wipe sdb", tmp_path=tmp_path, env=env)
+        assert stopped.returncode == 3 and 'a tool asks: wipe sdb?' in stopped.stderr, stopped.stderr
+        missing = toolrail("approve", "t6", "--tools", "asking_tools:asking", tmp_path=tmp_path, env=env)
+        assert missing.returncode == 2 and "answer it with --answer TEXT" in missing.stderr
+        done = toolrail("approve", "t6", "--tools", "asking_tools:asking", "--answer", "yes", "--json", tmp_path=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert [r["content"] for r in json.loads(done.stdout)["results"]] == ["wiped sdb"]
 
 
 def test_no_input_stops_even_on_a_terminal_and_a_rejection_reaches_the_model(tmp_path):

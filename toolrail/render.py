@@ -23,6 +23,7 @@ class RunRenderer:
         self.console, self.model_label, self.thread_id, self.quiet = console, model_label, thread_id, quiet
         self.turn = 0
         self.batch: list[dict[str, Any]] = []
+        self.shown: set[tuple[str, float]] = set()  # a resumed run re-emits the writes of tasks that had finished
 
     def print(self, *things: Any) -> None:
         if not self.quiet:
@@ -73,6 +74,9 @@ class RunRenderer:
 
     def _on_tools(self, update: dict) -> None:
         for result in update.get("results", []):
+            if (result["id"], result["started_at"]) in self.shown:
+                continue
+            self.shown.add((result["id"], result["started_at"]))
             self.batch.append(result)
             style = "green" if result["status"] == "ok" else "red"
             preview = result["content"] if len(result["content"]) < 100 else result["content"][:97] + "..."
@@ -85,6 +89,7 @@ class RunRenderer:
     _on_ordered = _on_tools
 
     def _on_approve(self, update: dict) -> None:
+        self._close_batch()  # calls on either side of a person's decision did not run together
         for d in update.get("decisions", []):
             said = {"approve": "approved", "edit": f"edited to {json.dumps(d['edited_args'], ensure_ascii=False)}",
                     "reject": f"rejected: {d['message']}"}[d["decision"]]
