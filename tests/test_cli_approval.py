@@ -81,6 +81,7 @@ def test_the_trip_example_stops_for_approval_on_a_terminal_and_continues_after_y
     term = Terminal("run", "--approve-tools", "search_flights", TRIP_PROMPT, cwd=tmp_path, env={"TOOLRAIL_APPROVER": "dana"})
     term.expect("approve? [y]es / [n]o, reject / [e]dit:")
     assert "search_flights (call_flights_2): search_flights is on the approval list" in term.seen
+    assert "⏸ search_flights waits for a person's approval" in term.seen
     assert "⚙ search_flights" not in term.seen, "the flight search has not run before the answer"
     term.send("y")
     assert term.finish() == 0, term.seen

@@ -67,6 +67,9 @@ class RunRenderer:
                     self.print(Text(f"      {line}", style="red"))
         for result in update.get("results", []):
             self.print(Text(f"  ⊘ {result['name']} cancelled: {result['content']}", style="magenta"))
+        for call in update.get("validated_calls") or []:
+            if call.get("approval"):
+                self.print(Text(f"  ⏸ {call['name']} waits for a person's approval: {call['approval']}", style="yellow"))
         if update.get("messages") and not update.get("failure"):
             self.print(Text(f"  ↺ turn rejected: errors sent back to the model (retry {update['attempts']})", style="yellow"))
         if update.get("failure"):
