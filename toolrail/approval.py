@@ -56,7 +56,7 @@ class ApprovalPolicy:
             extra = _per_run_policy(per_run).reason(tool, args)
             if extra:
                 return extra
-        own = _ask(tool.requires_approval, args) if callable(tool.requires_approval) else tool.requires_approval
+        own = tool.requires_approval(args) if callable(tool.requires_approval) else tool.requires_approval
         if own:
             return own if isinstance(own, str) else f"{tool.name} requires approval"
         if rule == "all":
@@ -95,10 +95,6 @@ def per_run_setting(config: Any = None) -> Any:
         except RuntimeError:
             return None
     return ((config or {}).get("configurable") or {}).get("approve_tools")
-
-
-def _ask(rule: Callable[[dict[str, Any]], Any], args: dict[str, Any]) -> Any:
-    return rule(args)
 
 
 def question(calls: list[dict[str, Any]], errors: list[str] | None = None) -> dict[str, Any]:
