@@ -21,6 +21,7 @@ from __future__ import annotations
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.store.base import BaseStore
 
 from toolrail.approval import ApprovalPolicy, ApprovalRule
 from toolrail.execution import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOOL_TIMEOUT_S, CallExecutor
@@ -62,10 +63,12 @@ def build_graph(
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     approval: ApprovalRule = None,
     parallel: bool = True,
+    store: BaseStore | None = None,
 ):
     """The agent graph. `approval`: which calls a person approves first, on top of the tools'
     own `requires_approval` (see toolrail.approval); `parallel=False` runs every call of a turn
-    one after another in the model's order. Approval needs a checkpointer (LangGraph interrupts)."""
+    one after another in the model's order. Approval needs a checkpointer (LangGraph interrupts).
+    `store` is what tools declaring `InjectedStore` receive (and `get_store()` returns)."""
     tools = DEFAULT_TOOLS if tools is None else tools
     model = default_model() if model is None else model
     if max_retries < 0:
@@ -98,7 +101,7 @@ def build_graph(
     for executor_node in executors:
         builder.add_conditional_edges(executor_node, route_after_calls, ["planner", "ordered"])
     builder.add_edge("ordered", "planner")
-    return builder.compile(checkpointer=checkpointer, name="toolrail")
+    return builder.compile(checkpointer=checkpointer, store=store, name="toolrail")
 
 
 graph = build_graph()

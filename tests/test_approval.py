@@ -7,6 +7,8 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
@@ -107,7 +109,8 @@ async def test_an_edit_is_validated_an_invalid_one_is_refused_back_and_never_run
     graph = graph_for(openai_server, shop.registry)
     pending(await graph.ainvoke({"messages": [("user", "pay bob")]}, CONFIG))
 
-    refused = await graph.ainvoke(Command(resume={"decisions": {"p1": {"type": "edit", "args": {"to": "bob", "amount": "fifty"}}}}), CONFIG)
+    # LangChain's HITL middleware shape, `edited_action`, is understood too
+    refused = await graph.ainvoke(Command(resume={"decisions": [{"type": "edit", "edited_action": {"name": "pay", "args": {"to": "bob", "amount": "fifty"}}}]}), CONFIG)
     again = pending(refused)
     assert shop.paid() == []
     assert len(again["errors"]) == 1 and "amount: Input should be a valid integer" in again["errors"][0]
@@ -131,12 +134,18 @@ async def test_an_approval_rule_decides_from_the_validated_arguments(openai_serv
     assert shop.paid() == ["paid-a-20", "paid-b-200"]
 
 
-async def test_build_graph_can_require_approval_for_side_effecting_tools(openai_server, tmp_path):
+@pytest.mark.parametrize(("approval", "asked"), [
+    ("side_effects", [("pay", "pay has side effects")]),
+    ("all", [("pay", "every tool call requires approval (approval='all')"), ("lookup", "every tool call requires approval (approval='all')")]),
+    (["lookup"], [("lookup", "lookup is on the approval list")]),
+    (lambda tool, args: tool.name == "lookup" and f"looking up {args['key']}", [("lookup", "looking up k")]),
+], ids=["side-effects", "all", "names", "callable"])
+async def test_build_graph_can_require_approval_for_more_tools(openai_server, tmp_path, approval, asked):
     shop = Payments(tmp_path, requires_approval=False)
     openai_server.script(calls(call("pay", {"to": "a", "amount": 1}, id="p"), call("lookup", {"key": "k"}, id="l")), answer("ok"))
-    graph = graph_for(openai_server, shop.registry, approval="side_effects")
+    graph = graph_for(openai_server, shop.registry, approval=approval)
     question = pending(await graph.ainvoke({"messages": [("user", "pay")]}, CONFIG))
-    assert [(c["name"], c["reason"]) for c in question["calls"]] == [("pay", "pay has side effects")]
+    assert [(c["name"], c["reason"]) for c in question["calls"]] == asked
 
 
 async def test_a_crash_while_waiting_resumes_into_the_same_question(openai_server, tmp_path):

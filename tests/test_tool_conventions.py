@@ -73,8 +73,7 @@ async def test_injected_arguments_are_filled_in_and_never_shown_to_the_model(ope
 
     openai_server.script(calls(call("remember", {"note": "milk"}, id="r1")), answer("ok"))
     store = InMemoryStore()
-    graph = build_graph(model=client_for(openai_server), tools=tools, checkpointer=InMemorySaver())
-    graph.store = store
+    graph = build_graph(model=client_for(openai_server), tools=tools, checkpointer=InMemorySaver(), store=store)
     done = await graph.ainvoke({"messages": [("user", "remember milk")]}, CONFIG)
     wire = openai_server.requests[0]["tools"][0]["function"]["parameters"]
     assert set(wire["properties"]) == {"note"} and wire["required"] == ["note"]

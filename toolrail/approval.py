@@ -139,7 +139,9 @@ def read_answer(answer: Any, calls: list[dict[str, Any]], tools: ToolRegistry) -
         elif kind == "edit":
             tool = tools.get(call["name"])
             try:
-                args = tool.validate(decision.get("args", {})).model_dump(mode="json", by_alias=True)
+                # "edited_action" is the shape LangChain's HITL middleware (and UIs built on it) send
+                edited = decision["args"] if "args" in decision else (decision.get("edited_action") or {}).get("args", {})
+                args = tool.validate(edited).model_dump(mode="json", by_alias=True)
             except InvalidToolCall as exc:
                 problems.append(f"{call['id']} ({call['name']}): the edited arguments are invalid; nothing ran:\n{_indent(exc.feedback())}")
             else:
