@@ -106,6 +106,8 @@ def test_without_a_terminal_the_run_stops_with_exit_3_and_approve_answers_it(tmp
         assert stopped.stderr.count("\n") == 1 and "waiting for approval in thread t1: pay (p1): pay requires approval" in stopped.stderr
         assert "toolrail approve t1" in stopped.stderr
         assert not (tmp_path / "payments.log").exists()
+        busy = toolrail("run", "--thread", "t1", "--tools", "shop_tools:shop", "something else", tmp_path=tmp_path, env=env)
+        assert busy.returncode == 2 and busy.stderr == "toolrail: error: thread 't1' is waiting for approval; answer it first: toolrail approve t1 (see --help)\n"
 
         refused = toolrail("approve", "t1", "--tools", "shop_tools:shop", "--edit", 'p1={"to": "bob", "amount": "lots"}', tmp_path=tmp_path, env=env)
         assert refused.returncode == 3 and "answer refused: p1 (pay): the edited arguments are invalid" in refused.stderr, refused.stderr

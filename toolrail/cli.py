@@ -206,6 +206,9 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
     thread_id = args.thread or f"run-{uuid.uuid4().hex[:12]}"
     async with open_graph(args, args.prompt) as (graph, label, location):
         config = {"configurable": {"thread_id": thread_id}}
+        if args.thread and pending_interrupts(await graph.aget_state(config)):
+            # a new message now would leave the waiting calls without results
+            raise CliError(f"thread {thread_id!r} is waiting for approval; answer it first: toolrail approve {thread_id} (see --help)")
         return await stream_and_report(graph, {"messages": [HumanMessage(args.prompt)]}, config, args, console, label, location, args.prompt)
 
 
