@@ -167,3 +167,25 @@ async def test_without_the_flag_a_turns_calls_overlap(openai_server):
     await graph_for(openai_server, probe.registry, speculative=False).ainvoke({"messages": [("user", "go")]}, CONFIG)
     events = [kind for kind, _, _ in probe.log]
     assert events[:3] == ["start", "start", "start"]
+
+
+async def test_call_id_and_store_are_injected_into_a_speculatively_started_tool(openai_server):
+    tools = ToolRegistry()
+
+    @tools.register
+    async def save(note: str, tool_call_id: Annotated[str, InjectedToolCallId], store: Annotated[BaseStore, InjectedStore()]) -> str:
+        """Save a note.
+
+        Args:
+            note: The note.
+        """
+        await store.aput(("notes",), tool_call_id, {"note": note})
+        return f"saved as {tool_call_id}"
+
+    openai_server.script(calls(call("save", {"note": "milk"}, id="s1"), tail_delay_s=0.5), answer("ok"))
+    store = InMemoryStore()
+    graph = build_graph(model=client_for(openai_server), tools=tools, checkpointer=InMemorySaver(), store=store)
+    done = await graph.ainvoke({"messages": [("user", "save milk")]}, CONFIG)
+    assert [(r["speculative"], r["content"]) for r in done["results"]] == [(True, "saved as s1")]
+    assert store.get(("notes",), "s1").value == {"note": "milk"}
+    assert set(openai_server.requests[0]["tools"][0]["function"]["parameters"]["properties"]) == {"note"}
