@@ -61,14 +61,14 @@ async def test_injected_arguments_are_filled_in_and_never_shown_to_the_model(ope
 
     @tools.register
     def remember(note: str, tool_call_id: Annotated[str, InjectedToolCallId], messages: Annotated[list, InjectedState("messages")],
-                 store: Annotated[BaseStore, InjectedStore()]) -> str:
+                 whole: Annotated[dict, InjectedState], store: Annotated[BaseStore, InjectedStore()]) -> str:
         """Remember a note.
 
         Args:
             note: What to remember.
         """
         store.put(("notes",), tool_call_id, {"note": note})
-        seen.update(call_id=tool_call_id, first=messages[0].content)
+        seen.update(call_id=tool_call_id, first=messages[0].content, calls=[c["name"] for c in whole["validated_calls"]])
         return "remembered"
 
     openai_server.script(calls(call("remember", {"note": "milk"}, id="r1")), answer("ok"))
@@ -77,7 +77,7 @@ async def test_injected_arguments_are_filled_in_and_never_shown_to_the_model(ope
     done = await graph.ainvoke({"messages": [("user", "remember milk")]}, CONFIG)
     wire = openai_server.requests[0]["tools"][0]["function"]["parameters"]
     assert set(wire["properties"]) == {"note"} and wire["required"] == ["note"]
-    assert seen == {"call_id": "r1", "first": "remember milk"}
+    assert seen == {"call_id": "r1", "first": "remember milk", "calls": ["remember"]}
     assert store.get(("notes",), "r1").value == {"note": "milk"}
     assert done["results"][0]["content"] == "remembered"
 
