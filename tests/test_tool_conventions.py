@@ -12,7 +12,7 @@ import pytest
 from langchain_core.tools import InjectedToolCallId
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.config import get_stream_writer
-from langgraph.prebuilt import InjectedState, InjectedStore
+from langgraph.prebuilt import InjectedState, InjectedStore, ToolRuntime
 from langgraph.store.base import BaseStore
 from langgraph.store.memory import InMemoryStore
 from langgraph.types import Command, interrupt
@@ -189,3 +189,25 @@ async def test_call_id_and_store_are_injected_into_a_speculatively_started_tool(
     assert [(r["speculative"], r["content"]) for r in done["results"]] == [(True, "saved as s1")]
     assert store.get(("notes",), "s1").value == {"note": "milk"}
     assert set(openai_server.requests[0]["tools"][0]["function"]["parameters"]["properties"]) == {"note"}
+
+
+async def test_a_tool_taking_langchains_tool_runtime_gets_state_call_id_and_stream_writer(openai_server):
+    tools = ToolRegistry()
+
+    @tools.register
+    def summarize(topic: str, runtime: ToolRuntime) -> str:
+        """Summarize.
+
+        Args:
+            topic: What about.
+        """
+        runtime.stream_writer({"type": "note", "call": runtime.tool_call_id})
+        return f"{topic}: {len(runtime.state['messages'])} messages, call {runtime.tool_call_id}"
+
+    openai_server.script(calls(call("summarize", {"topic": "x"}, id="s1")), answer("ok"))
+    graph = graph_for(openai_server, tools)
+    custom = [c async for mode, c in graph.astream({"messages": [("user", "go")]}, CONFIG, stream_mode=["custom", "values"]) if mode == "custom"]
+    state = (await graph.aget_state(CONFIG)).values
+    assert state["results"][0]["content"] == "x: 2 messages, call s1"
+    assert {"type": "note", "call": "s1"} in custom
+    assert set(openai_server.requests[0]["tools"][0]["function"]["parameters"]["properties"]) == {"topic"}

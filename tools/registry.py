@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import functools
 import json
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ class Tool:
     requires_approval: bool | Callable[[dict[str, Any]], bool | str | None] = False
     sequential: bool = False  # runs after the turn's concurrent calls, one at a time, in the model's order
     # Arguments LangChain conventions fill in at call time, never shown to the model: name -> kind
-    # ("tool_call_id", "state", "state:FIELD", "store").
+    # ("tool_call_id", "state", "state:FIELD", "store", "runtime").
     injected: dict[str, str] = field(default_factory=dict)
 
     def openai_schema(self) -> dict[str, Any]:
@@ -104,7 +105,7 @@ class Tool:
         fields: Any = {(info.alias or name): getattr(args, name) for name, info in type(args).model_fields.items()}
         if self.injected:
             fields = {"type": "tool_call", "name": self.runnable.name, "id": call_id or "call",
-                      "args": {**fields, **self._injections(state)}}
+                      "args": {**fields, **self._injections(state, call_id)}}
         if not isinstance(self.runnable, BaseTool):
             return _unwrap(await self.runnable.ainvoke(fields))
         if threads is not None and isinstance(self.runnable, StructuredTool) and self.runnable.coroutine is None:
@@ -113,7 +114,7 @@ class Tool:
             return _unwrap(await asyncio.get_running_loop().run_in_executor(threads, call))
         return _unwrap(await self.runnable.ainvoke(fields, config))
 
-    def _injections(self, state: dict[str, Any] | None) -> dict[str, Any]:
+    def _injections(self, state: dict[str, Any] | None, call_id: str) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, kind in self.injected.items():
             if kind == "state":
@@ -124,11 +125,13 @@ class Tool:
                 from langgraph.config import get_store
 
                 values[name] = get_store()
+            elif kind == "runtime":
+                values[name] = _tool_runtime(state, call_id)
         return values
 
     @property
     def needs_state(self) -> bool:
-        return any(kind.startswith("state") for kind in self.injected.values())
+        return _reads_state(self.injected)
 
 
 @dataclass
@@ -213,7 +216,7 @@ def tool_from_function(
         timeout=timeout,
         # the graph state a tool reads is the state when the tools node runs, not mid-stream;
         # an ordered call must not start before the ones ahead of it
-        speculative=speculative and not sequential and not any(k.startswith("state") for k in injected.values()),
+        speculative=speculative and not sequential and not _reads_state(injected),
         side_effects=side_effects,
         target=target,
         requires_approval=requires_approval,
@@ -225,7 +228,7 @@ def tool_from_function(
 def _injected_arguments(runnable: BaseTool) -> dict[str, str]:
     """The arguments LangChain injects at call time, by kind; an injection toolrail cannot fill is refused."""
     from langchain_core.tools import InjectedToolCallId
-    from langgraph.prebuilt import InjectedState, InjectedStore
+    from langgraph.prebuilt import InjectedState, InjectedStore, ToolRuntime
 
     schema = runnable.args_schema
     if not isinstance(schema, type) or not issubclass(schema, BaseModel):
@@ -243,10 +246,28 @@ def _injected_arguments(runnable: BaseTool) -> dict[str, str]:
                 kinds[name] = f"state:{field_name}" if field_name else "state"
             elif isinstance(marker, InjectedStore) or marker is InjectedStore:
                 kinds[name] = "store"
+        annotation = typing.get_origin(info.annotation) or info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, ToolRuntime):
+            kinds[name] = "runtime"
         if name not in kinds:
             raise ValueError(f"tool {runnable.name!r}: argument {name!r} is injected in a way toolrail cannot fill "
-                             "(supported: InjectedToolCallId, InjectedState, InjectedStore)")
+                             "(supported: InjectedToolCallId, InjectedState, InjectedStore, ToolRuntime)")
     return kinds
+
+
+def _reads_state(injected: dict[str, str]) -> bool:
+    return any(kind.startswith("state") or kind == "runtime" for kind in injected.values())
+
+
+def _tool_runtime(state: dict[str, Any] | None, call_id: str) -> Any:
+    """LangChain's ToolRuntime for one call, from the running node's LangGraph runtime."""
+    from langgraph.config import get_config
+    from langgraph.prebuilt import ToolRuntime
+    from langgraph.runtime import get_runtime
+
+    runtime = get_runtime()
+    return ToolRuntime(state=state or {}, context=runtime.context, config=get_config(), stream_writer=runtime.stream_writer,
+                       tool_call_id=call_id, store=runtime.store)
 
 
 def _unwrap(output: Any) -> Any:
