@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -171,7 +170,6 @@ async def test_a_missing_or_unknown_decision_is_refused_back(openai_server, tmp_
     again = pending(await graph.ainvoke(Command(resume={"decisions": {"p9": "approve"}}), CONFIG))
     assert any("p9: no such call" in e for e in again["errors"]) and any("p1 (pay): no decision given" in e for e in again["errors"])
     assert shop.paid() == []
-    await asyncio.sleep(0)
 
 
 async def test_a_run_can_ask_for_approval_through_its_config(openai_server, tmp_path):
