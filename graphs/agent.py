@@ -24,9 +24,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.store.base import BaseStore
 
 from toolrail.approval import ApprovalPolicy, ApprovalRule
+from toolrail.backoff import RetryPolicy
 from toolrail.execution import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOOL_TIMEOUT_S, CallExecutor
 from toolrail.ledger import SideEffectLedger
+from toolrail.final_answer import ResponseFormat
 from toolrail.models import default_model
+from toolrail.nodes.answer import make_answer_check, route_after_answer
 from toolrail.nodes.approve import make_approve, make_route_after_approve
 from toolrail.nodes.ordered import make_ordered, route_after_calls
 from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
@@ -39,6 +42,7 @@ from toolrail.state import AgentState
 from toolrail.tools.demo import demo_tools
 from toolrail.tools.registry import ToolRegistry, all_tools
 from toolrail.tools.sandbox_tools import sandbox_tools
+from toolrail.usage import UNLIMITED, Budget
 
 DEFAULT_TOOLS = all_tools(demo_tools, sandbox_tools)
 
@@ -47,6 +51,12 @@ def route_after_planner(state: AgentState) -> str:
     if state.get("failure") or not state.get("turn_calls"):
         return END
     return "validate"
+
+
+def route_to_answer_check(state: AgentState) -> str:
+    """With a response format, a reply without calls is the final answer: check it."""
+    route = route_after_planner(state)
+    return "answer" if route == END and not state.get("failure") else route
 
 
 def build_graph(
@@ -61,18 +71,31 @@ def build_graph(
     sandboxes: SandboxSessions | None = None,
     ledger: SideEffectLedger | None = None,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    model_retry: RetryPolicy | None = None,
+    budget: Budget | int | None = None,
+    response_format: type | dict | ResponseFormat | None = None,
     approval: ApprovalRule = None,
     parallel: bool = True,
     store: BaseStore | None = None,
 ):
-    """The agent graph. `approval`: which calls a person approves first, on top of the tools'
-    own `requires_approval` (see toolrail.approval); `parallel=False` runs every call of a turn
-    one after another in the model's order. Approval needs a checkpointer (LangGraph interrupts).
-    `store` is what tools declaring `InjectedStore` receive (and `get_store()` returns)."""
+    """The agent graph. `model` is any LangChain chat model that binds tools.
+
+    `model_retry`: backoff for 429/5xx from the model (toolrail/backoff.py). `budget`: a Budget,
+    or an int as the run's token limit. `response_format`: a Pydantic model or JSON Schema the
+    final answer must match (validated into `structured_response`).
+
+    `approval`: which calls a person approves first, on top of the tools' own
+    `requires_approval` (see toolrail.approval); `parallel=False` runs every call of a turn one
+    after another in the model's order. Approval needs a checkpointer (LangGraph interrupts).
+    `store` is what tools declaring `InjectedStore` receive (and `get_store()` returns).
+    """
     tools = DEFAULT_TOOLS if tools is None else tools
     model = default_model() if model is None else model
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+
+    budget = Budget(max_tokens_total=budget) if isinstance(budget, int) else (budget or UNLIMITED)
+    response = response_format if isinstance(response_format, ResponseFormat) or response_format is None else ResponseFormat(response_format)
 
     executor = CallExecutor(max_concurrency=max_concurrency, default_timeout=tool_timeout)
     policy = ApprovalPolicy(approval)
@@ -80,7 +103,8 @@ def build_graph(
     speculation = Speculation(executor, enabled=speculative and parallel, hold=policy.holds)
 
     builder = StateGraph(AgentState)
-    builder.add_node("planner", make_planner(model, tools, speculation, system_prompt))
+    builder.add_node("planner", make_planner(model, tools, speculation, system_prompt, retry=model_retry or RetryPolicy(),
+                                             budget=budget, response=response))
     builder.add_node("validate", make_validate(tools, speculation, max_retries, policy, parallel))
     runners = {"tools": make_tool_runner(tools, executor, speculation, ledger)}
     builder.add_node("tools", runners["tools"])
@@ -95,7 +119,12 @@ def build_graph(
 
     after_calls = ["planner", "ordered", *executors]
     builder.add_edge(START, "planner")
-    builder.add_conditional_edges("planner", route_after_planner, ["validate", END])
+    if response is None:
+        builder.add_conditional_edges("planner", route_after_planner, ["validate", END])
+    else:
+        builder.add_node("answer", make_answer_check(response, max_retries))
+        builder.add_conditional_edges("planner", route_to_answer_check, ["validate", "answer", END])
+        builder.add_conditional_edges("answer", route_after_answer, ["planner", END])
     builder.add_conditional_edges("validate", make_route_after_validate(tools), [*after_calls, "approve", END])
     builder.add_conditional_edges("approve", make_route_after_approve(tools), after_calls)
     for executor_node in executors:

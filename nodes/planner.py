@@ -13,18 +13,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
+from langgraph.errors import GraphBubbleUp
 
+from toolrail.backoff import RetriesExhausted, RetryPolicy, call_with_backoff
 from toolrail.calls import add_fragment, as_raw_call, history_message, raw_calls
 from toolrail.errors import ModelUnavailable
+from toolrail.final_answer import ResponseFormat
+from toolrail.providers import bind_tools_for_provider, explain_model_error, with_usage_reporting
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, RawCall, RunFailure
 from toolrail.tools.registry import InvalidToolCall, ToolRegistry
+from toolrail.usage import UNLIMITED, Budget, budget_failure, current_run, model_call, run_total
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a capable assistant with tools. When several tool calls are independent, make them "
@@ -33,23 +36,60 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Speculation, system_prompt: str = DEFAULT_SYSTEM_PROMPT):
-    # Strict mode is requested per tool in its schema; parallel calls stay on because toolrail
-    # validates every call itself (OpenAI does not guarantee strict decoding for parallel calls).
-    bound = model.bind_tools(tools.openai_schemas(), parallel_tool_calls=True) if len(tools) else model
+def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Speculation, system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+                 *, retry: RetryPolicy = RetryPolicy(), budget: Budget = UNLIMITED, response: ResponseFormat | None = None):
+    # Tools go out in the form the model's provider takes, with strict/parallel asked for only
+    # where the provider has them (toolrail/providers.py); toolrail validates every call anyway.
+    bound = bind_tools_for_provider(with_usage_reporting(model), tools)
+    if response is not None:
+        bound = response.bind(bound, model, tools)
+        system_prompt = f"{system_prompt}\n\n{response.instructions()}"
 
     async def planner(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         thread = thread_of(config)
         prompt = [SystemMessage(system_prompt), *state["messages"]]
+        run = current_run(state["messages"])
+        earlier = state.get("model_calls") or []
+        spent = run_total(earlier, run)
+        if why := budget.exceeded(spent):
+            return {"failure": budget_failure(why, state), "usage_total": spent}
         started: list[RawCall] = []
-        watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started))
+        discarded: list = []
+        waits: list[dict[str, Any]] = []
+        writer = get_stream_writer()
+        traced = {**config, "run_name": "model", "metadata": {**config.get("metadata", {}), "attempt": state.get("attempts", 0) + 1}}
+
+        def on_wait(event: dict[str, Any]) -> None:
+            waits.append(event)
+            writer(event)
+            discarded.extend(speculation.cancel_turn(thread, started, "the model's request failed and is sent again"))
+
+        async def attempt() -> BaseMessage:
+            watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started))
+            return await _stream_reply(bound, prompt, traced, watcher)
+
+        turn = sum(1 for m in state["messages"] if m.type == "ai") + 1
+        started_at, clock = time.time(), time.perf_counter()
         try:
-            traced = {**config, "run_name": "model", "metadata": {**config.get("metadata", {}), "attempt": state.get("attempts", 0) + 1}}
-            reply = await _stream_reply(bound, prompt, traced, watcher)
-        except (openai.OpenAIError, httpx.HTTPError, ModelUnavailable) as exc:
-            return {"failure": _model_failure(exc, state), "results": speculation.cancel_turn(thread, started, "the model's stream broke")}
+            reply = await call_with_backoff(attempt, retry, on_wait=on_wait, deadline=(config.get("configurable") or {}).get("deadline"))
+        except GraphBubbleUp:
+            raise
+        except Exception as exc:  # the model boundary: every provider error ends as a structured failure
+            record = model_call(None, run=run, turn=turn, budget=budget, started_at=started_at,
+                                duration_s=time.perf_counter() - clock, waits=waits, status="error")
+            return {"failure": _model_failure(exc, state), "model_calls": [record], "usage_total": run_total([*earlier, record], run),
+                    "results": discarded + speculation.cancel_turn(thread, started, "the model's stream broke")}
+        record = model_call(reply, run=run, turn=turn, budget=budget, started_at=started_at,
+                            duration_s=time.perf_counter() - clock, waits=waits)
+        total = run_total([*earlier, record], run)
         calls = raw_calls(reply)
-        return {"messages": [history_message(reply, calls)], "turn_calls": calls, "failure": None}
+        update = {"messages": [history_message(reply, calls)], "turn_calls": calls, "failure": None,
+                  "model_calls": [record], "usage_total": total, "results": discarded}
+        if calls and (why := budget.exceeded(total)):
+            # The reply is kept, so the history shows what was asked, but nothing more runs.
+            update["failure"] = budget_failure(why, state)
+            update["results"] = discarded + speculation.cancel_turn(thread, started, "the run's budget is spent")
+        return update
 
     return planner
 
@@ -118,17 +158,9 @@ def _model_failure(exc: Exception, state: AgentState) -> RunFailure:
 
 
 def _explain(exc: Exception) -> str:
-    """Say what to do, not just what broke."""
-    if isinstance(exc, openai.APIConnectionError):
-        url = getattr(getattr(exc, "request", None), "url", "the endpoint")
-        return (
-            f"cannot reach the model at {url} ({exc}). Is the server running? Check OPENAI_BASE_URL, "
-            "or unset OPENAI_API_KEY and OPENAI_BASE_URL to use the recorded model."
-        )
-    if isinstance(exc, openai.AuthenticationError):
-        return "the model endpoint refused the API key (401): check OPENAI_API_KEY."
-    if isinstance(exc, openai.NotFoundError):
-        return f"the endpoint does not know that model or route (404): check --model / TOOLRAIL_MODEL. {exc}"
-    if isinstance(exc, openai.APIStatusError):
-        return f"the model endpoint answered HTTP {exc.status_code}: {exc.message}"
-    return f"{type(exc).__name__}: {exc}"
+    """Say what to do, not just what broke (any provider; see toolrail/providers.py)."""
+    if isinstance(exc, ModelUnavailable):
+        return str(exc)
+    if isinstance(exc, RetriesExhausted):
+        return f"{explain_model_error(exc.cause)} Gave up: {exc}."
+    return explain_model_error(exc)

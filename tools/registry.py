@@ -67,6 +67,8 @@ class Tool:
     strict: bool = True
     wire_name: str | None = None  # provider-legal alias when `name` is not
     source_schema: dict[str, Any] = field(default_factory=dict)  # the args model's own schema
+    retries: int = 0  # re-runs after a raised error or timeout (toolrail/tool_retry.py)
+    idempotent: bool | None = None  # None: idempotent unless it has side effects
     # A person must approve a call before it runs: True, or a rule on the validated arguments
     # answering True / a reason (e.g. "amount over 100") / False.
     requires_approval: bool | Callable[[dict[str, Any]], bool | str | None] = False
@@ -74,6 +76,11 @@ class Tool:
     # Arguments LangChain conventions fill in at call time, never shown to the model: name -> kind
     # ("tool_call_id", "state", "state:FIELD", "store", "runtime").
     injected: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from toolrail.tool_retry import check_retry_settings
+
+        check_retry_settings(self)
 
     def openai_schema(self) -> dict[str, Any]:
         function = {
@@ -187,6 +194,8 @@ def tool_from_function(
     speculative: bool = True,
     side_effects: bool = False,
     target: Target = "tools",
+    retries: int = 0,
+    idempotent: bool | None = None,
     requires_approval: bool | Callable[[dict[str, Any]], bool | str | None] = False,
     sequential: bool = False,
 ) -> Tool:
@@ -219,6 +228,8 @@ def tool_from_function(
         speculative=speculative and not sequential and not _reads_state(injected),
         side_effects=side_effects,
         target=target,
+        retries=retries,
+        idempotent=idempotent,
         requires_approval=requires_approval,
         sequential=sequential,
         injected=injected,
