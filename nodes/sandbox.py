@@ -30,10 +30,13 @@ def make_sandbox_node(sessions: SandboxSessions):
         started, clock = time.time(), time.perf_counter()
         try:
             result = await _run_streaming(sessions, thread, call, get_stream_writer())
-            saved, unsaved = await sessions.collect(thread, result.files)
         except SandboxError as exc:  # the sandbox itself cannot work: say so, keep the run going
             outcome = Outcome("error", f"Error: the sandbox is unavailable: {exc}", started, time.perf_counter() - clock)
             return tool_outcome(call, outcome)
+        try:  # whatever happens to its files, the cell's own output is kept
+            saved, unsaved = await sessions.collect(thread, result.files, result.files_not_listed)
+        except SandboxError as exc:
+            saved, unsaved = [], [f"produced files: {exc}"]
         content = result.render() + "".join(f"\n[saved] {path}" for path in saved)
         content += "".join(f"\n[not saved] {why} (still in the sandbox session)" for why in unsaved)
         outcome = Outcome(_STATUS.get(result.exit_reason, "error"), content, started, time.perf_counter() - clock)

@@ -23,6 +23,7 @@ from rich.text import Text
 
 from toolrail.approval import QUESTION_TYPE
 from toolrail.errors import ToolrailError
+from toolrail.render import json_for_terminal, visible
 
 WAITING_EXIT = 3
 
@@ -62,7 +63,7 @@ def ask_person(interrupts: list[Any], console: Console, thread: str) -> Command:
         if isinstance(value, dict) and value.get("type") == QUESTION_TYPE:
             answers[item.id] = _ask_about_calls(value, console, thread)
         else:
-            console.print(Text(f"\n⏸ a tool asks (thread {thread}): {_short(value, 500)}", style="bold yellow"))
+            console.print(Text(visible(f"\n⏸ a tool asks (thread {thread}): {_short(value, 500)}"), style="bold yellow"))
             text = _read("  your answer: ", console)
             answers[item.id] = _json_or_text(text)
     return Command(resume=answers)
@@ -70,13 +71,13 @@ def ask_person(interrupts: list[Any], console: Console, thread: str) -> Command:
 
 def _ask_about_calls(question: dict[str, Any], console: Console, thread: str) -> dict[str, Any]:
     calls = question["calls"]
-    console.print(Text(f"\n⏸ approval needed · thread {thread} · {len(calls)} call(s)", style="bold yellow"))
+    console.print(Text(visible(f"\n⏸ approval needed · thread {thread} · {len(calls)} call(s)"), style="bold yellow"))
     for error in question.get("errors") or []:
-        console.print(Text(f"  ✗ {error}", style="red"))
+        console.print(Text(visible(f"  ✗ {error}"), style="red"))
     decisions = {}
     for call in calls:
-        console.print(Text(f"  {call['name']} ({call['id']}): {call['reason']}", style="bold"))
-        console.print(Text(f"    {json.dumps(call['args'], ensure_ascii=False)}"))
+        console.print(Text(visible(f"  {call['name']} ({call['id']}): {call['reason']}"), style="bold"))
+        console.print(Text(f"    {json_for_terminal(call['args'])}"))
         while True:
             choice = _read("  approve? [y]es / [n]o, reject / [e]dit: ", console).strip().lower()
             if choice in ("y", "yes", "a", "approve"):
