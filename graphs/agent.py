@@ -1,13 +1,16 @@
 """The toolrail agent graph.
 
-    START -> planner --(all calls valid: one Send for the turn's calls)--> tools   -> planner -> ... -> END
-                ^    |                    (one Send per code call)          sandbox -> planner
+    START -> planner --(all calls valid: one Send for the turn's tools calls)--> tools   -> planner -> ... -> END
+                ^    |                    (one Send per code call)                sandbox -> planner
+                |    +-- valid calls needing approval -> approve (interrupt: a person decides) -> tools / sandbox
+                |    +-- sequential calls, after the concurrent ones -> ordered -> planner
                 |    +-- any call invalid --> validate --> (errors) planner, within the retry budget
-                +-----------------------------------------+
+                +-----------------------------------------+                (valid) the same dispatch as above
 
 The planner validates its own reply: a valid turn goes straight to the executors (one
-checkpointed step per turn fewer); an invalid one goes to the validate node, which sends the
-exact errors back to the model.
+checkpointed step per turn fewer) through the same dispatch as the validate node's, so a call
+that needs approval always goes to the approve node first; an invalid one goes to the validate
+node, which sends the exact errors back to the model.
 
 `run_python` calls go to the sandbox node (isolated, one stateful session per thread); every
 other call goes to the tools node.
@@ -26,7 +29,9 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.store.base import BaseStore
 
+from toolrail.approval import ApprovalPolicy, ApprovalRule
 from toolrail.backoff import RetryPolicy
 from toolrail.execution import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOOL_TIMEOUT_S, CallExecutor
 from toolrail.journal import ResultJournal, journal_beside
@@ -34,9 +39,11 @@ from toolrail.ledger import SideEffectLedger
 from toolrail.final_answer import ResponseFormat
 from toolrail.models import default_model
 from toolrail.nodes.answer import make_answer_check, route_after_answer
+from toolrail.nodes.approve import dispatch, make_approve, make_route_after_approve
+from toolrail.nodes.ordered import make_ordered, route_after_calls
 from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
 from toolrail.nodes.tools import make_tool_runner
-from toolrail.nodes.validate import make_validate, route_after_validate
+from toolrail.nodes.validate import make_route_after_validate, make_validate
 from toolrail.nodes.sandbox import make_sandbox_node
 from toolrail.sandbox.sessions import SandboxSessions
 from toolrail.speculation import Speculation
@@ -49,19 +56,18 @@ from toolrail.usage import UNLIMITED, Budget
 DEFAULT_TOOLS = all_tools(demo_tools, sandbox_tools)
 
 
-def route_after_planner(state: AgentState) -> Any:
-    """No calls (or a failure): done. All calls valid: the executors. Else: the validate node."""
-    if state.get("failure") or not state.get("turn_calls"):
-        return END
-    if state.get("validated_calls"):
-        return route_after_validate(state)
-    return "validate"
+def make_route_after_planner(tools: ToolRegistry, response: bool = False):
+    def route_after_planner(state: AgentState) -> Any:
+        """No calls (or a failure): done (with a response format, a reply without calls is the
+        final answer: check it). All calls valid: the same dispatch as after the validate node
+        (approval first, sequential calls last). Else: the validate node."""
+        if state.get("failure") or not state.get("turn_calls"):
+            return "answer" if response and not state.get("failure") else END
+        if state.get("validated_calls"):
+            return dispatch(state, tools)
+        return "validate"
 
-
-def route_to_answer_check(state: AgentState) -> str:
-    """With a response format, a reply without calls is the final answer: check it."""
-    route = route_after_planner(state)
-    return "answer" if route == END and not state.get("failure") else route
+    return route_after_planner
 
 
 def build_graph(
@@ -81,6 +87,9 @@ def build_graph(
     budget: Budget | int | None = None,
     response_format: type | dict | ResponseFormat | None = None,
     journal: ResultJournal | None = None,
+    approval: ApprovalRule = None,
+    parallel: bool = True,
+    store: BaseStore | None = None,
 ):
     """The agent graph. `model` is any LangChain chat model that binds tools.
 
@@ -89,6 +98,11 @@ def build_graph(
     final answer must match (validated into `structured_response`). `journal` keeps finished
     calls' results for crash-resume (default: beside `ledger`; none without one, e.g. an
     in-memory run that cannot outlive its process anyway).
+
+    `approval`: which calls a person approves first, on top of the tools' own
+    `requires_approval` (see toolrail.approval); `parallel=False` runs every call of a turn one
+    after another in the model's order. Approval needs a checkpointer (LangGraph interrupts).
+    `store` is what tools declaring `InjectedStore` receive (and `get_store()` returns).
     """
     tools = DEFAULT_TOOLS if tools is None else tools
     model = default_model() if model is None else model
@@ -99,30 +113,39 @@ def build_graph(
     response = response_format if isinstance(response_format, ResponseFormat) or response_format is None else ResponseFormat(response_format)
 
     executor = CallExecutor(max_concurrency=max_concurrency, default_timeout=tool_timeout, max_threads=max_threads)
-    speculation = Speculation(executor, enabled=speculative)
+    policy = ApprovalPolicy(approval)
+    # a call that needs a person's approval, or must wait its turn, never starts speculatively
+    speculation = Speculation(executor, enabled=speculative and parallel, hold=policy.holds)
 
     builder = StateGraph(AgentState)
     builder.add_node("planner", make_planner(model, tools, speculation, system_prompt, retry=model_retry or RetryPolicy(),
-                                             budget=budget, response=response))
-    builder.add_node("validate", make_validate(tools, speculation, max_retries))
-    builder.add_node("tools", make_tool_runner(tools, executor, speculation, ledger, journal or journal_beside(ledger)))
+                                             budget=budget, response=response, approval=policy, parallel=parallel))
+    builder.add_node("validate", make_validate(tools, speculation, max_retries, policy, parallel))
+    runners = {"tools": make_tool_runner(tools, executor, speculation, ledger, journal or journal_beside(ledger))}
+    builder.add_node("tools", runners["tools"])
 
     executors = ["tools"]
     if any(tool.target == "sandbox" for tool in tools):
-        builder.add_node("sandbox", make_sandbox_node(sandboxes or SandboxSessions()))
+        runners["sandbox"] = make_sandbox_node(sandboxes or SandboxSessions())
+        builder.add_node("sandbox", runners["sandbox"])
         executors.append("sandbox")
+    builder.add_node("approve", make_approve(tools))
+    builder.add_node("ordered", make_ordered(tools, runners))
 
+    after_calls = ["planner", "ordered", *executors]
     builder.add_edge(START, "planner")
     if response is None:
-        builder.add_conditional_edges("planner", route_after_planner, ["validate", *executors, END])
+        builder.add_conditional_edges("planner", make_route_after_planner(tools), ["validate", *after_calls, "approve", END])
     else:
         builder.add_node("answer", make_answer_check(response, max_retries))
-        builder.add_conditional_edges("planner", route_to_answer_check, ["validate", "answer", *executors, END])
+        builder.add_conditional_edges("planner", make_route_after_planner(tools, response=True), ["validate", "answer", *after_calls, "approve", END])
         builder.add_conditional_edges("answer", route_after_answer, ["planner", END])
-    builder.add_conditional_edges("validate", route_after_validate, ["planner", *executors, END])
+    builder.add_conditional_edges("validate", make_route_after_validate(tools), [*after_calls, "approve", END])
+    builder.add_conditional_edges("approve", make_route_after_approve(tools), after_calls)
     for executor_node in executors:
-        builder.add_edge(executor_node, "planner")
-    return builder.compile(checkpointer=checkpointer, name="toolrail")
+        builder.add_conditional_edges(executor_node, route_after_calls, ["planner", "ordered"])
+    builder.add_edge("ordered", "planner")
+    return builder.compile(checkpointer=checkpointer, store=store, name="toolrail")
 
 
 graph = build_graph()

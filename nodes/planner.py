@@ -25,6 +25,7 @@ from toolrail.backoff import RetriesExhausted, RetryPolicy, call_with_backoff
 from toolrail.calls import add_fragment, as_raw_call, history_message, merge_chunks, raw_calls
 from toolrail.errors import ModelUnavailable
 from toolrail.final_answer import ResponseFormat
+from toolrail.approval import ApprovalPolicy, per_run_setting
 from toolrail.nodes.validate import valid_turn
 from toolrail.providers import bind_tools_for_provider, explain_model_error, with_usage_reporting
 from toolrail.speculation import Speculation, thread_of
@@ -40,7 +41,8 @@ DEFAULT_SYSTEM_PROMPT = (
 
 
 def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Speculation, system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-                 *, retry: RetryPolicy = RetryPolicy(), budget: Budget = UNLIMITED, response: ResponseFormat | None = None):
+                 *, retry: RetryPolicy = RetryPolicy(), budget: Budget = UNLIMITED, response: ResponseFormat | None = None,
+                 approval: ApprovalPolicy | None = None, parallel: bool = True):
     # Tools go out in the form the model's provider takes, with strict/parallel asked for only
     # where the provider has them (toolrail/providers.py); toolrail validates every call anyway.
     bound = bind_tools_for_provider(with_usage_reporting(model), tools)
@@ -95,7 +97,8 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
             update["failure"] = budget_failure(why, state)
             update["results"] = discarded + speculation.cancel_turn(thread, started, "the run's budget is spent")
         elif calls:  # valid as it stands: straight to the executors; else the validate node words the errors
-            update.update(valid_turn(tools, speculation, calls, turn, checked) or {"validated_calls": []})
+            planned = valid_turn(tools, speculation, calls, turn, checked, approval, parallel, per_run_setting(config))
+            update.update(planned or {"validated_calls": []})
         return update
 
     return planner

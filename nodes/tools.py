@@ -12,6 +12,11 @@ task takes the recorded outcomes instead of running those calls again. If the pl
 started a call speculatively, the running task is awaited instead of starting the call again; a
 side-effecting call goes through the ledger, so it never runs twice. A tool that raises or times
 out yields an error message; the other calls are unaffected.
+
+A tool that asks a person (`interrupt()`) pauses the graph: the task waits for the turn's other
+calls (their outcomes are journaled), then raises the interrupt; on resume only the asking call
+runs again. A speculative call that asked is run again here, where the question can be answered.
+Tools that declare InjectedState get the state the dispatch put in the task.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 
-from toolrail.execution import CallExecutor, Outcome
+from toolrail.execution import AskedDuringSpeculation, CallExecutor, Outcome
 from toolrail.journal import JournalBatch, ResultJournal
 from toolrail.ledger import SideEffectLedger
 from toolrail.speculation import Speculation, thread_of
@@ -32,21 +37,25 @@ from toolrail.tools.registry import ToolRegistry
 
 def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: Speculation,
                      ledger: SideEffectLedger | None = None, journal: ResultJournal | None = None):
-    async def run_call(call: ValidatedCall, thread: str) -> tuple[Outcome, bool]:
+    async def run_call(call: ValidatedCall, thread: str, state: dict[str, Any] | None) -> tuple[Outcome, bool]:
         """One call, however it gets there: (outcome, whether it was started speculatively)."""
         tool = tools.get(call["name"])
         running = speculation.take(thread, call["id"], call["args"])
         if running is not None:
-            return await running, True
+            try:
+                return await running, True
+            except AskedDuringSpeculation:
+                pass  # the tool called interrupt(): run it here, where the question can pause the graph
         validated = speculation.validated.pop(call)
         if tool.side_effects and ledger is not None:
-            outcome = await ledger.run_once(thread, call["id"], tool.name, lambda: executor.execute(tool, call["args"], call["id"], validated=validated))
+            outcome = await ledger.run_once(thread, call["id"], tool.name,
+                                            lambda: executor.execute(tool, call["args"], call["id"], state=state, validated=validated))
         else:
-            outcome = await executor.execute(tool, call["args"], call["id"], validated=validated)
+            outcome = await executor.execute(tool, call["args"], call["id"], state=state, validated=validated)
         return outcome, False
 
     async def run_tools(task: ToolsTask, config: RunnableConfig) -> dict[str, Any]:
-        calls, thread = task.get("calls") or [task["call"]], thread_of(config)
+        calls, thread, state = task.get("calls") or [task["call"]], thread_of(config), task.get("state")
         scope = f"{thread}/{(config.get('configurable') or {}).get('checkpoint_ns', '')}"
         # A single call needs no journal: its result is kept by the task's own writes, exactly
         # as with one task per call. (Nor is the last call to finish recorded, for that reason.)
@@ -58,17 +67,21 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
         async def one(call: ValidatedCall) -> tuple[Outcome, bool]:
             if call["id"] in earlier:
                 return earlier[call["id"]]
-            outcome, speculative = await run_call(call, thread)
+            outcome, speculative = await run_call(call, thread, state)
             outstanding[0] -= 1
             if batch is not None and outstanding[0] > 0:
                 batch.record(call["id"], call["name"], outcome, speculative)
             return outcome, speculative
 
         try:
-            outcomes = await asyncio.gather(*(one(call) for call in calls))
+            # every call finishes (or asks) before anything is raised, so the journal has them all
+            outcomes = await asyncio.gather(*(one(call) for call in calls), return_exceptions=True)
         finally:
             if batch is not None:
                 await batch.close()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # an interrupt (or a cancellation) reaches the graph
         updates = [tool_outcome(call, outcome, speculative) for call, (outcome, speculative) in zip(calls, outcomes)]
         return {"messages": [u["messages"][0] for u in updates], "results": [u["results"][0] for u in updates]}
 

@@ -14,6 +14,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END
 from langgraph.types import Send
 
+from toolrail.approval import ApprovalPolicy, per_run_setting
+from toolrail.nodes.approve import dispatch
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, CallVerdict, RawCall, RunFailure, ValidatedCall
 from toolrail.tools.registry import FieldError, InvalidToolCall, ToolRegistry
@@ -25,29 +27,37 @@ NOT_RUN = (
 
 
 def valid_turn(tools: ToolRegistry, speculation: Speculation, calls: list[RawCall], turn: int,
-               checked: dict[str, tuple[str, Any]] | None = None) -> dict[str, Any] | None:
+               checked: dict[str, tuple[str, Any]] | None = None, approval: ApprovalPolicy | None = None,
+               parallel: bool = True, per_run: Any = None) -> dict[str, Any] | None:
     """The validate node's update for a turn whose calls are all valid, or None.
 
     The planner calls this on its own reply, so a valid turn goes straight to the executors:
     one checkpointed step fewer per turn (on SQLite, one fsync fewer) and no extra copy of the
     state. An invalid turn still goes through the validate node, which words the errors.
+    Calls are marked exactly as the validate node marks them (approval, sequential), so the
+    same dispatch sends those needing a person to the approve node first.
     """
     known = checked or {}
     results = [_check(tools, call, known.get(call["id"])) for call in calls]
     if not calls or any(error is not None for _, error in results):
         return None
     _hand_over(results, speculation)
-    return {"validated_calls": [v for v, _ in results], "verdicts": [_verdict(c, turn, None) for c in calls], "attempts": 0}
+    planned = [_plan(tools, v, approval or ApprovalPolicy(), parallel, per_run) for v, _ in results]
+    return {"validated_calls": planned, "verdicts": [_verdict(c, turn, None) for c in calls], "attempts": 0}
 
 
-def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: int = 2):
+def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: int = 2,
+                  approval: ApprovalPolicy | None = None, parallel: bool = True):
+    approval = approval or ApprovalPolicy()
+
     async def validate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         turn = sum(1 for m in state["messages"] if m.type == "ai")
         checked = [_check(tools, call) for call in state.get("turn_calls", [])]
         verdicts = [_verdict(call, turn, error) for call, (_, error) in zip(state["turn_calls"], checked)]
         if all(error is None for _, error in checked):
             _hand_over(checked, speculation)
-            return {"validated_calls": [v for v, _ in checked], "verdicts": verdicts, "attempts": 0}
+            calls = [_plan(tools, v, approval, parallel, per_run_setting(config)) for v, _ in checked]
+            return {"validated_calls": calls, "verdicts": verdicts, "attempts": 0}
         attempts = state.get("attempts", 0) + 1
         discarded = speculation.cancel_turn(thread_of(config), state["turn_calls"], "another call of its turn was invalid")
         update: dict[str, Any] = {
@@ -64,17 +74,28 @@ def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: in
     return validate
 
 
-def route_after_validate(state: AgentState) -> list[Send] | str:
-    """Valid turn: one tools task for all its calls, one sandbox task per code call.
-    Invalid: back to the planner, or stop."""
-    if state.get("failure"):
-        return END
-    calls = state.get("validated_calls") or []
-    if not calls:
-        return "planner"
-    tool_calls = [call for call in calls if call["target"] == "tools"]
-    sends = [Send("tools", {"calls": tool_calls})] if tool_calls else []
-    return sends + [Send(call["target"], {"call": call}) for call in calls if call["target"] != "tools"]
+def make_route_after_validate(tools: ToolRegistry):
+    def route_after_validate(state: AgentState) -> list[Send] | str:
+        """Valid turn: fan out one task per call (calls waiting for a person go to the approve
+        node; sequential ones run after the others). Invalid: back to the planner, or stop."""
+        if state.get("failure"):
+            return END
+        if not state.get("validated_calls"):
+            return "planner"
+        return dispatch(state, tools)
+
+    return route_after_validate
+
+
+def _plan(tools: ToolRegistry, call: ValidatedCall, approval: ApprovalPolicy, parallel: bool, per_run: Any) -> ValidatedCall:
+    """Mark a valid call: does a person approve it first, does it run in the model's order."""
+    tool = tools.get(call["name"])
+    reason = approval.reason(tool, call["args"], per_run)
+    if reason:
+        call["approval"] = reason
+    if tool.sequential or not parallel:
+        call["sequential"] = True
+    return call
 
 
 def _hand_over(checked: list[tuple[ValidatedCall | None, Any]], speculation: Speculation) -> None:

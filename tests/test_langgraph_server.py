@@ -78,3 +78,30 @@ async def test_the_server_runs_the_trip_example_with_streaming_and_history(serve
     assert [v["valid"] for v in state["values"]["verdicts"]] == [True, False, True, True]
     history = await client.threads.get_history(thread["thread_id"], limit=50)
     assert len(history) == 7 and history[0]["next"] == []
+
+
+async def test_the_served_graph_pauses_for_approval_and_resumes_with_a_decision(server_url):
+    """A run asks for approval through its config; the SDK sees the question, answers it with
+    `Command(resume=...)`, and the approved call runs exactly once."""
+    client = get_client(url=server_url)
+    thread = await client.threads.create()
+    config = {"configurable": {"approve_tools": ["search_flights"]}}
+    asked = []
+    async for part in client.runs.stream(thread["thread_id"], "agent", input={"messages": [{"role": "user", "content": TRIP_PROMPT}]},
+                                         config=config, stream_mode="updates"):
+        if part.event == "updates" and "__interrupt__" in part.data:
+            asked += [i["value"] for i in part.data["__interrupt__"]]
+    state = await client.threads.get_state(thread["thread_id"])
+    assert state["next"] == ["approve"]
+    (question,) = [i["value"] for task in state["tasks"] for i in task["interrupts"]]
+    assert asked == [question], "the streamed run showed the question as it paused"
+    assert question["type"] == "tool_approval"
+    assert [(c["id"], c["name"], c["args"]["max_stops"]) for c in question["calls"]] == [("call_flights_2", "search_flights", 0)]
+    assert not [r for r in state["values"]["results"] if r["name"] == "search_flights"], "not run before the decision"
+
+    await client.runs.wait(thread["thread_id"], "agent", command={"resume": {"decisions": {"call_flights_2": {"type": "approve"}}, "by": "sdk"}},
+                           config=config)
+    state = await client.threads.get_state(thread["thread_id"])
+    assert state["next"] == [] and state["values"]["messages"][-1]["content"].startswith("Here's your SF")
+    assert [r["status"] for r in state["values"]["results"] if r["name"] == "search_flights"] == ["ok"]
+    assert [(d["name"], d["decision"], d["by"]) for d in state["values"]["decisions"]] == [("search_flights", "approve", "sdk")]

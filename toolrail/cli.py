@@ -23,6 +23,7 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 from rich.console import Console
 
+from toolrail.approval_cli import WAITING_EXIT, answer_from_flags, ask_person, interactive, pending_interrupts, waiting_line
 from toolrail.checkpoints import DEFAULT_DB
 from toolrail.errors import ToolrailError
 from toolrail.render import RunRenderer, json_for_terminal, state_as_json, visible
@@ -90,6 +91,9 @@ def _graph_options() -> argparse.ArgumentParser:
                          help="host uid the local sandbox runs as when toolrail is root (default: TOOLRAIL_SANDBOX_HOST_UID or 65534)")
     options.add_argument("--sandbox", choices=["local", "e2b"], help="sandbox backend (default: TOOLRAIL_SANDBOX or local)")
     options.add_argument("--tools", action="append", default=[], metavar="MODULE:NAME", help="also offer the tools of this ToolRegistry (repeatable)")
+    options.add_argument("--approve-tools", action="append", default=[], metavar="NAMES",
+                         help="a person approves calls of these tools (comma-separated, repeatable; 'all' or 'side_effects') before they run")
+    options.add_argument("--no-input", action="store_true", help="never ask at the terminal: stop with exit code 3 when a person must decide")
     _mcp_options(options)
     return options
 
@@ -125,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         inspect.add_argument("--json", action="store_true", help="print as JSON")
         if name == "trace":
             inspect.add_argument("--html", metavar="FILE", help="write the timeline as one self-contained HTML page")
+    approve = commands.add_parser("approve", parents=[options], help="answer a thread's approval question, and continue it")
+    approve.add_argument("thread")
+    approve.add_argument("--call", action="append", default=[], metavar="ID", help="approve this call (repeatable; no flag approves every pending call)")
+    approve.add_argument("--reject", action="append", default=[], metavar="ID=REASON", help="reject this call; the model reads the reason")
+    approve.add_argument("--edit", action="append", default=[], metavar="ID=JSON", help="run this call with these arguments (validated first)")
+    approve.add_argument("--answer", metavar="TEXT", help="the answer to a question a tool asked with interrupt() (JSON or text)")
     listing = commands.add_parser("tools", help="list the tools a run would offer, with their strict schemas")
     listing.add_argument("--tools", action="append", default=[], metavar="MODULE:NAME", help="also list this ToolRegistry's tools")
     _mcp_options(listing)
@@ -180,6 +190,7 @@ async def _dispatch(args: argparse.Namespace, console: Console, terminated: list
     _take_sigterm_like_ctrl_c(terminated if terminated is not None else [])
     commands = {
         "run": run_command, "resume": resume_command, "replay": replay_command, "fork": fork_command,
+        "approve": approve_command,
         "conformance": conformance_command, "tools": tools_command, "sandbox": sandbox_command,
         "history": history.history_command, "trace": history.trace_command,
     }
@@ -205,10 +216,12 @@ async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tup
         **budget,
     )
     async with open_checkpointer(location) as checkpointer, sessions, _offered_tools(args) as tools:
+        approval = _approval(args.approve_tools, tools)
         graph = build_graph(
             model=model, tools=tools, checkpointer=checkpointer, max_retries=args.max_retries,
             tool_timeout=args.tool_timeout, max_concurrency=args.max_concurrency, max_threads=args.max_threads,
             speculative=not args.no_speculation, sandboxes=sessions, ledger=open_ledger(location), **extras,
+            approval=approval,
         )
         yield graph, model_label, location
 
@@ -219,9 +232,20 @@ async def stream_and_report(graph: Any, graph_input: Any, config: dict, args: ar
     thread_id = config["configurable"]["thread_id"]
     renderer = RunRenderer(console, model_label=model_label, thread_id=thread_id, quiet=args.json)
     renderer.start(headline)
-    async for mode, chunk in graph.astream(graph_input, config, stream_mode=["updates", "custom"]):
-        renderer.event(mode, chunk)
-    state = (await graph.aget_state({"configurable": {"thread_id": thread_id}})).values
+    while True:
+        async for mode, chunk in graph.astream(graph_input, config, stream_mode=["updates", "custom"]):
+            renderer.event(mode, chunk)
+        snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        waiting = pending_interrupts(snapshot)
+        if not waiting:
+            break
+        if not interactive(args):  # the question stays in the checkpoint: `toolrail approve` answers it
+            if args.json:
+                print(json_for_terminal({**state_as_json(snapshot.values, thread_id), "waiting": [i.value for i in waiting]}, indent=2, default=str))
+            sys.stderr.write(visible(waiting_line(thread_id, waiting)) + "\n")
+            return WAITING_EXIT
+        graph_input = ask_person(waiting, console, thread_id)
+    state = snapshot.values
     if args.json:
         print(json_for_terminal(state_as_json(state, thread_id), indent=2))
     else:
@@ -238,6 +262,9 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
     thread_id = args.thread or f"run-{uuid.uuid4().hex[:12]}"
     async with open_graph(args, args.prompt) as (graph, label, location):
         config = {"configurable": {"thread_id": thread_id}}
+        if args.thread and pending_interrupts(await graph.aget_state(config)):
+            # a new message now would leave the waiting calls without results
+            raise CliError(f"thread {thread_id!r} is waiting for approval; answer it first: toolrail approve {thread_id} (see --help)")
         return await stream_and_report(graph, {"messages": [HumanMessage(args.prompt)]}, config, args, console, label, location, args.prompt)
 
 
@@ -272,6 +299,33 @@ async def fork_command(args: argparse.Namespace, console: Console) -> int:
         config = await checkpoint_config(graph, args.thread, args.checkpoint)
         forked = await edit_at(graph, config, message=args.message, tool_result=args.tool_result)
         return await stream_and_report(graph, None, forked, args, console, label, location, f"fork {args.thread} at {args.checkpoint}")
+
+
+async def approve_command(args: argparse.Namespace, console: Console) -> int:
+    """Answer the question a thread is waiting on (from the checkpoint), then continue the run."""
+    from toolrail.history import thread_prompt
+
+    prompt = await thread_prompt(args.thread, args.db)
+    async with open_graph(args, prompt) as (graph, label, location):
+        config = {"configurable": {"thread_id": args.thread}}
+        waiting = pending_interrupts(await graph.aget_state(config))
+        if not waiting:
+            raise CliError(f"thread {args.thread!r} is not waiting for approval")
+        answer = answer_from_flags(args, waiting)
+        return await stream_and_report(graph, answer, config, args, console, label, location, f"approve {args.thread}")
+
+
+def _approval(specs: list[str], tools: Any) -> Any:
+    """--approve-tools as build_graph's approval rule; unknown tool names are refused."""
+    names = [n.strip() for spec in specs for n in spec.split(",") if n.strip()]
+    if not names:
+        return None
+    if names in (["all"], ["side_effects"]):
+        return names[0]
+    unknown = [n for n in names if tools.get(n) is None]
+    if unknown:
+        raise CliError(f"--approve-tools: no tool named {', '.join(unknown)} (tools: {', '.join(tools.names())})")
+    return {tools.get(n).name for n in names}
 
 
 def _nothing_to_do(console: Console, args: argparse.Namespace) -> None:

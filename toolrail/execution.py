@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from langgraph.errors import GraphBubbleUp
 from pydantic import BaseModel
 
 from toolrail.state import CallResult, RawCall, ValidatedCall
@@ -76,15 +77,16 @@ class CallExecutor:
         return self._caps[loop]
 
     async def execute(self, tool: Tool, args: dict[str, Any], call_id: str = "", speculative: bool = False,
-                      *, validated: BaseModel | None = None) -> Outcome:
+                      state: dict[str, Any] | None = None, *, validated: BaseModel | None = None) -> Outcome:
         """Run one call. `validated` is the arguments' model when the caller already has it, so
         a call is validated once on its way to the tool; without it, `args` is validated here."""
         if self.max_concurrency is None:
-            return await self._execute(tool, args, call_id, speculative, validated)
+            return await self._execute(tool, args, call_id, speculative, validated, state)
         async with self._cap():
-            return await self._execute(tool, args, call_id, speculative, validated)
+            return await self._execute(tool, args, call_id, speculative, validated, state)
 
-    async def _execute(self, tool: Tool, args: dict[str, Any], call_id: str, speculative: bool, validated: BaseModel | None) -> Outcome:
+    async def _execute(self, tool: Tool, args: dict[str, Any], call_id: str, speculative: bool, validated: BaseModel | None,
+                       state: dict[str, Any] | None = None) -> Outcome:
         timeout = tool.timeout or self.default_timeout
         trace = {  # names and metadata for LangSmith; ignored when tracing is off
             "run_name": f"tool:{tool.name}", "tags": ["toolrail", "speculative" if speculative else "dispatched"],
@@ -94,12 +96,14 @@ class CallExecutor:
         for attempt in range(1, tool.retries + 2):  # retries only on idempotent tools (tool_retry.py)
             try:
                 async with asyncio.timeout(timeout):
-                    output = await tool.run(validated if validated is not None else tool.validate(args), self.threads, trace)
+                    output = await tool.run(validated if validated is not None else tool.validate(args), self.threads, trace, call_id, state)
                 status, content = "ok", render_output(output)
                 break
             except TimeoutError:
                 status, content = "timeout", f"Error: {tool.name} timed out after {timeout:g}s"
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GraphBubbleUp, AskedDuringSpeculation):
+                # LangGraph's control flow (an `interrupt()` in the tool, a Command to the parent)
+                # is not a tool error: it must reach the graph.
                 raise
             except Exception as exc:  # a failing tool must not take the turn down
                 status, content = "error", f"Error: {tool.name} raised {type(exc).__name__}: {exc}"
@@ -132,6 +136,11 @@ class ValidatedArgs:
     def pop(self, call: ValidatedCall) -> BaseModel | None:
         entry = self._models.pop(id(call["args"]), None)
         return entry[1] if entry is not None and entry[0] is call["args"] else None
+
+
+class AskedDuringSpeculation(Exception):
+    """A tool called `interrupt()` while started speculatively: it is run again in its tools task,
+    where the question can pause the graph and be answered."""
 
 
 def render_output(output: Any) -> str:

@@ -107,6 +107,7 @@ def _row(snapshot: Any, older: Any | None) -> dict[str, Any]:
     values, before = snapshot.values, (older.values if older else {})
     new_verdicts = values.get("verdicts", [])[len(before.get("verdicts", [])):]
     new_results = values.get("results", [])[len(before.get("results", [])):]
+    new_decisions = values.get("decisions", [])[len(before.get("decisions", [])):]
     new_model_calls = values.get("model_calls", [])[len(before.get("model_calls", [])):]
     last = values.get("messages", [])[-1] if values.get("messages") else None
     calls = [c["name"] for c in getattr(last, "tool_calls", []) or []] if last is not None and last.type == "ai" else []
@@ -123,6 +124,8 @@ def _row(snapshot: Any, older: Any | None) -> dict[str, Any]:
         "failure": (values.get("failure") or {}).get("reason"),
         "model_calls": [{k: c[k] for k in ("status", "input_tokens", "output_tokens", "total_tokens", "cost_usd", "waits")} for c in new_model_calls],
         "usage_total": values.get("usage_total"),
+        "decisions": [f"{d['name']} {d['decision']} by {d['by']}" for d in new_decisions],
+        "waiting": [c["name"] for i in snapshot.interrupts for c in (i.value.get("calls", []) if isinstance(i.value, dict) else [])],
     }
 
 
@@ -133,15 +136,19 @@ async def history_command(args: argparse.Namespace, console: Console) -> int:
         print(json_for_terminal(rows, indent=2))
         return 0
     table = Table(title=visible(f"thread {args.thread}: {len(rows)} checkpoints, newest first"))
-    for column in ("step", "checkpoint", "next", "tool calls", "verdicts", "results", "tokens", "created"):
+    for column in ("step", "checkpoint", "next", "tool calls", "verdicts", "decisions", "results", "tokens", "created"):
         table.add_column(column)
     for r in rows:
+        decided = ", ".join(r["decisions"] + [f"{name} waiting for approval" for name in r["waiting"]])
         tokens = ", ".join(f"{c['total_tokens']}" + (f" after {len(c['waits'])} retries" if c["waits"] else "") for c in r["model_calls"])
         cells = [str(r["step"]), r["checkpoint_id"], ", ".join(r["next"]) or "(end)", ", ".join(r["tool_calls"]),
-                 ", ".join(r["verdicts"]), ", ".join(r["results"]), tokens, (r["created_at"] or "")[11:23]]
+                 ", ".join(r["verdicts"]), decided, ", ".join(r["results"]), tokens, (r["created_at"] or "")[11:23]]
         table.add_row(*(Text(visible(c)) for c in cells))
     Console(width=max(console.width, 160)).print(table)
     return 0
+
+
+PAST = {"approve": "approved", "edit": "edited", "reject": "rejected"}
 
 
 def timeline(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -151,6 +158,9 @@ def timeline(values: dict[str, Any]) -> list[dict[str, Any]]:
     events = []
     for verdict in values.get("verdicts", []):
         events.append({"kind": "verdict", "turn": verdict["turn"], "name": verdict["name"], "valid": verdict["valid"]})
+    for d in values.get("decisions", []):
+        events.append({"kind": "decision", "turn": d["turn"], "name": d["name"], "decision": d["decision"], "by": d["by"],
+                       "message": d["message"], "edited_args": d["edited_args"]})
     for result in results:
         events.append({
             "kind": "sandbox" if "sandbox" in result else "call", "name": result["name"], "status": result["status"],
@@ -178,7 +188,10 @@ async def trace_command(args: argparse.Namespace, console: Console) -> int:
         marks = [("✓ " if e["valid"] else "✗ ") + e["name"] for e in events if e["kind"] == "verdict" and e["turn"] == turn]
         retried = any(m.startswith("✗") for m in marks)
         console.print(Text(visible(f"turn {turn}: " + "  ".join(marks) + ("   ↺ retried" if retried else "")), style="yellow" if retried else "green"))
-    bars = [e for e in events if e["kind"] != "verdict"]
+        for d in [e for e in events if e["kind"] == "decision" and e["turn"] == turn]:
+            detail = {"approve": "", "edit": f" to {json.dumps(d['edited_args'])}", "reject": f": {d['message']}"}[d["decision"]]
+            console.print(Text(visible(f"  ✋ {d['name']} {PAST[d['decision']]} by {d['by']}{detail}"), style="yellow"))
+    bars = [e for e in events if e["kind"] not in ("verdict", "decision")]
     span = max((e["start_ms"] + e["duration_ms"] for e in bars), default=1.0) or 1.0
     width = 50
     for e in bars:

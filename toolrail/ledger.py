@@ -20,6 +20,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from langgraph.errors import GraphBubbleUp
+
 from toolrail.execution import Outcome
 
 UNKNOWN = (
@@ -43,6 +45,8 @@ FINISH = (
     " WHERE thread = %s AND call_id = %s"
 )
 
+RELEASE = "DELETE FROM toolrail_side_effects WHERE thread = %s AND call_id = %s AND state = 'started'"
+
 
 class SideEffectLedger(ABC):
     """Keyed by (thread, tool call id): model call ids are unique within a conversation."""
@@ -51,9 +55,21 @@ class SideEffectLedger(ABC):
         previous = await self.claim(thread, call_id, tool)
         if previous is not None:
             return previous
-        outcome = await run()
+        try:
+            outcome = await run()
+        except GraphBubbleUp:
+            # the tool asked a person (LangGraph interrupt): it did not finish and will be run
+            # again with the answer, so its claim is withdrawn
+            await self.release(thread, call_id)
+            raise
         await self.finish(thread, call_id, outcome)
         return outcome
+
+    async def release(self, thread: str, call_id: str) -> None:
+        await self._run_sql(RELEASE, (thread, call_id))
+
+    async def _run_sql(self, sql: str, params: tuple) -> None:
+        raise NotImplementedError
 
     @abstractmethod
     async def claim(self, thread: str, call_id: str, tool: str) -> Outcome | None:
@@ -100,6 +116,9 @@ class SqliteSideEffectLedger(SideEffectLedger):
         with self._connect() as db:
             db.execute(_sqlite(sql), params)
 
+    async def _run_sql(self, sql: str, params: tuple) -> None:
+        await asyncio.to_thread(self._execute, sql, params)
+
 
 def _sqlite(sql: str) -> str:
     return sql.replace("%s", "?")
@@ -132,6 +151,10 @@ class PostgresSideEffectLedger(SideEffectLedger):
             if (await db.execute(CLAIM, (thread, call_id, tool, time.time()))).rowcount == 1:
                 return None
             return _earlier_attempt(await (await db.execute(LOOKUP, (thread, call_id))).fetchone())
+
+    async def _run_sql(self, sql: str, params: tuple) -> None:
+        async with await self._connect() as db:
+            await db.execute(sql, params)
 
     async def finish(self, thread: str, call_id: str, outcome: Outcome) -> None:
         async with await self._connect() as db:

@@ -56,6 +56,7 @@ class RunRenderer:
         self.console, self.model_label, self.thread_id, self.quiet = console, model_label, thread_id, quiet
         self.turn = 0
         self.batch: list[dict[str, Any]] = []
+        self.shown: set[tuple[str, float]] = set()  # a resumed run re-emits the writes of tasks that had finished
 
     def print(self, *things: Any) -> None:
         if not self.quiet:
@@ -90,11 +91,18 @@ class RunRenderer:
                 self.print(Text(visible(f"  → {call['name']}:"), style="white"))
                 self.print(Padding(Syntax(visible(code), "python", theme="ansi_dark", line_numbers=False), (0, 0, 0, 6)))
         self._verdicts(update)  # a turn valid as it stands is validated by the planner
+        self._waiting(update)
+
+    def _waiting(self, update: dict) -> None:
+        for call in update.get("validated_calls") or []:
+            if call.get("approval"):
+                self.print(Text(visible(f"  ⏸ {call['name']} waits for a person's approval: {call['approval']}"), style="yellow"))
 
     def _on_validate(self, update: dict) -> None:
         self._verdicts(update)
         for result in update.get("results", []):
             self.print(Text(visible(f"  ⊘ {result['name']} cancelled: {result['content']}"), style="magenta"))
+        self._waiting(update)
         if update.get("messages") and not update.get("failure"):
             self.print(Text(f"  ↺ turn rejected: errors sent back to the model (retry {update['attempts']})", style="yellow"))
         if update.get("failure"):
@@ -112,6 +120,9 @@ class RunRenderer:
     def _on_tools(self, update: dict) -> None:
         outputs = {getattr(m, "tool_call_id", None): str(m.content) for m in update.get("messages", [])}
         for result in update.get("results", []):
+            if (result["id"], result["started_at"]) in self.shown:
+                continue
+            self.shown.add((result["id"], result["started_at"]))
             self.batch.append(result)
             style = "green" if result["status"] == "ok" else "red"
             output = outputs.get(result["id"], result.get("content", ""))
@@ -125,6 +136,14 @@ class RunRenderer:
                 self.print(Text(visible(f"    ⚠ not saved: {why}"), style="yellow"))
 
     _on_sandbox = _on_tools
+    _on_ordered = _on_tools
+
+    def _on_approve(self, update: dict) -> None:
+        self._close_batch()  # calls on either side of a person's decision did not run together
+        for d in update.get("decisions", []):
+            said = {"approve": "approved", "edit": f"edited to {json.dumps(d['edited_args'], ensure_ascii=False)}",
+                    "reject": f"rejected: {d['message']}"}[d["decision"]]
+            self.print(Text(visible(f"  ✋ {d['name']} {said} (by {d['by']})"), style="yellow" if d["decision"] != "reject" else "red"))
 
     def _close_batch(self) -> None:
         if len(self.batch) > 1:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from toolrail.execution import CallExecutor, Outcome, ValidatedArgs
+from toolrail.execution import AskedDuringSpeculation, CallExecutor, Outcome, ValidatedArgs
 from toolrail.state import CallResult, RawCall
 from toolrail.tools.registry import Tool
 
@@ -29,8 +29,10 @@ class _Started:
 class Speculation:
     """In-flight speculative calls, keyed by (thread id, tool call id)."""
 
-    def __init__(self, executor: CallExecutor, enabled: bool = True):
+    def __init__(self, executor: CallExecutor, enabled: bool = True, hold: Any = None):
         self.executor, self.enabled = executor, enabled
+        # hold(tool, args) -> truthy: the call waits for the graph (e.g. a person must approve it first)
+        self.hold = hold
         self._running: dict[tuple[str, str], _Started] = {}
         # Validated models from the validate node to the tools node (one validation per call).
         self.validated = ValidatedArgs()
@@ -39,9 +41,10 @@ class Speculation:
         """Start `tool(args)` now, if speculation is on and the tool allows it."""
         if not self.enabled or not tool.speculative or tool.side_effects or (thread, call_id) in self._running:
             return False
-        # A fresh context: the call must not inherit the planner's callbacks or stream writer.
+        if self.hold is not None and self.hold(tool, args):
+            return False
         task = asyncio.get_running_loop().create_task(
-            self.executor.execute(tool, args, call_id, speculative=True, validated=validated), context=contextvars.Context()
+            self.executor.execute(tool, args, call_id, speculative=True, validated=validated), context=_speculative_context()
         )
         self._running[(thread, call_id)] = _Started(args, task)
         return True
@@ -66,6 +69,39 @@ class Speculation:
                 started.task.cancel()
                 results.append(outcome.as_result(call, speculative=True))
         return results
+
+
+class _NoQuestionsWhileSpeculating:
+    """Stands in for LangGraph's task scratchpad: `interrupt()` in a speculative call defers it."""
+
+    resume: list[Any] = []
+
+    def interrupt_counter(self) -> int:
+        raise AskedDuringSpeculation()
+
+    def get_null_resume(self, consume: bool = False) -> None:
+        raise AskedDuringSpeculation()
+
+
+def _speculative_context() -> contextvars.Context:
+    """The context a speculative call runs in: the planner's runtime, nothing else.
+
+    `get_stream_writer()`, `get_store()` and `get_runtime()` work as in a node (the runtime is
+    the planner's, so custom stream events arrive while the model still streams); the planner's
+    callbacks are left out, so its model run is not the parent of a call that outlives it; and
+    `interrupt()` cannot borrow the planner's scratchpad: it defers the call to its tools task.
+    """
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langgraph._internal._constants import CONFIG_KEY_RUNTIME, CONFIG_KEY_SCRATCHPAD
+
+    context = contextvars.Context()
+    planner = var_child_runnable_config.get() or {}
+    configurable = planner.get("configurable") or {}
+    if CONFIG_KEY_RUNTIME in configurable:
+        kept = {key: configurable[key] for key in ("thread_id", "checkpoint_ns", CONFIG_KEY_RUNTIME) if key in configurable}
+        kept[CONFIG_KEY_SCRATCHPAD] = _NoQuestionsWhileSpeculating()
+        context.run(var_child_runnable_config.set, {"configurable": kept})
+    return context
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -28,6 +28,9 @@ class ValidatedCall(TypedDict):
     name: str
     args: dict[str, Any]
     target: Literal["tools", "sandbox"]
+    approval: NotRequired[str]  # waiting for a person: why approval is needed
+    decision: NotRequired[Literal["approve", "edit"]]  # what the person answered, once they did
+    sequential: NotRequired[bool]  # runs after the concurrent calls, one at a time, in order
 
 
 class CallVerdict(TypedDict):
@@ -52,6 +55,21 @@ class CallResult(TypedDict):
     speculative: bool
     sandbox: NotRequired[dict[str, Any]]  # sandbox runs: the structured RunResult and saved files
     attempts: NotRequired[int]  # tools with retries=N: how many runs it took (only when > 1)
+
+
+class ApprovalDecision(TypedDict):
+    """What a person answered for one call that needed approval (kept for history and trace)."""
+
+    id: str
+    name: str
+    turn: int
+    decision: Literal["approve", "edit", "reject"]
+    reason: str  # why the call needed approval
+    args: dict[str, Any]  # what the model asked for
+    edited_args: dict[str, Any] | None
+    message: str | None  # a rejection's reason, given back to the model
+    by: str
+    at: float
 
 
 class RunFailure(TypedDict):
@@ -110,12 +128,15 @@ class AgentState(TypedDict, total=False):
     usage_total: UsageTotal
     # With response_format: the final answer, validated, as JSON.
     structured_response: dict[str, Any] | None
+    # Every approval decision of the run, in order.
+    decisions: Annotated[list[ApprovalDecision], operator.add]
 
 
 class CallTask(TypedDict):
     """What `Send` hands one sandbox task: a single validated call."""
 
     call: ValidatedCall
+    state: NotRequired[dict[str, Any]]  # only for tools that declare InjectedState
 
 
 class ToolsTask(TypedDict, total=False):
@@ -123,3 +144,4 @@ class ToolsTask(TypedDict, total=False):
 
     calls: list[ValidatedCall]
     call: ValidatedCall  # a single call (accepted for callers that send one task per call)
+    state: dict[str, Any]  # only when one of the calls' tools declares InjectedState

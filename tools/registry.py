@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import functools
 import json
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -68,6 +69,13 @@ class Tool:
     source_schema: dict[str, Any] = field(default_factory=dict)  # the args model's own schema
     retries: int = 0  # re-runs after a raised error or timeout (toolrail/tool_retry.py)
     idempotent: bool | None = None  # None: idempotent unless it has side effects
+    # A person must approve a call before it runs: True, or a rule on the validated arguments
+    # answering True / a reason (e.g. "amount over 100") / False.
+    requires_approval: bool | Callable[[dict[str, Any]], bool | str | None] = False
+    sequential: bool = False  # runs after the turn's concurrent calls, one at a time, in the model's order
+    # Arguments LangChain conventions fill in at call time, never shown to the model: name -> kind
+    # ("tool_call_id", "state", "state:FIELD", "store", "runtime").
+    injected: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from toolrail.tool_retry import check_retry_settings
@@ -105,15 +113,21 @@ class Tool:
         except ValidationError as exc:
             raise InvalidToolCall(self.name, _field_errors(exc, self.args_model)) from None
 
-    async def run(self, args: BaseModel, threads: Executor | None = None, config: dict | None = None) -> Any:
+    async def run(self, args: BaseModel, threads: Executor | None = None, config: dict | None = None,
+                  call_id: str = "", state: dict[str, Any] | None = None) -> Any:
         """Run the implementation; a sync one goes to `threads` so the event loop stays free.
 
         `config` (run name, tags, metadata) reaches LangSmith when the tool is a langchain tool.
+        Injected arguments (tool call id, graph state, store) are filled in here, the way
+        LangGraph's ToolNode does: the tool is invoked with a full ToolCall.
         """
-        fields = {(info.alias or name): getattr(args, name) for name, info in type(args).model_fields.items()}
+        fields: Any = {(info.alias or name): getattr(args, name) for name, info in type(args).model_fields.items()}
+        if self.injected:
+            fields = {"type": "tool_call", "name": self.runnable.name, "id": call_id or "call",
+                      "args": {**fields, **self._injections(state, call_id)}}
         if not isinstance(self.runnable, BaseTool):
-            return await self.runnable.ainvoke(fields)
-        direct = _direct_function(self.runnable)
+            return _unwrap(await self.runnable.ainvoke(fields))
+        direct = None if self.injected else _direct_function(self.runnable)
         if direct is not None and not _traced():
             # Already validated: calling the function itself skips langchain's second validation
             # and its callback set-up (nothing would observe them with tracing off).
@@ -126,8 +140,27 @@ class Tool:
         if threads is not None and isinstance(self.runnable, StructuredTool) and self.runnable.coroutine is None:
             context = contextvars.copy_context()
             call = functools.partial(context.run, self.runnable.invoke, fields, config)
-            return await asyncio.get_running_loop().run_in_executor(threads, call)
-        return await self.runnable.ainvoke(fields, config)
+            return _unwrap(await asyncio.get_running_loop().run_in_executor(threads, call))
+        return _unwrap(await self.runnable.ainvoke(fields, config))
+
+    def _injections(self, state: dict[str, Any] | None, call_id: str) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, kind in self.injected.items():
+            if kind == "state":
+                values[name] = state or {}
+            elif kind.startswith("state:"):
+                values[name] = (state or {}).get(kind[6:])
+            elif kind == "store":
+                from langgraph.config import get_store
+
+                values[name] = get_store()
+            elif kind == "runtime":
+                values[name] = _tool_runtime(state, call_id)
+        return values
+
+    @property
+    def needs_state(self) -> bool:
+        return _reads_state(self.injected)
 
 
 @dataclass
@@ -185,8 +218,15 @@ def tool_from_function(
     target: Target = "tools",
     retries: int = 0,
     idempotent: bool | None = None,
+    requires_approval: bool | Callable[[dict[str, Any]], bool | str | None] = False,
+    sequential: bool = False,
 ) -> Tool:
-    """Build a Tool from a typed function (hints + Google-style docstring) or an explicit model."""
+    """Build a Tool from a typed function (hints + Google-style docstring) or an explicit model.
+
+    The model sees the tool's `tool_call_schema` (LangChain's model-facing schema): injected
+    arguments (`InjectedToolCallId`, `InjectedState`, `InjectedStore`) are filled in at call
+    time and never appear on the wire or in validation.
+    """
     is_async = _is_coroutine(func)
     runnable = StructuredTool.from_function(
         func=None if is_async else func,
@@ -197,19 +237,77 @@ def tool_from_function(
         parse_docstring=args_model is None,
         error_on_invalid_docstring=False,
     )
-    model = args_model or _forbid_extra(runnable.args_schema, runnable.name)
+    injected = _injected_arguments(runnable)
+    model = args_model or _forbid_extra(runnable.tool_call_schema if injected else runnable.args_schema, runnable.name)
     return make_tool(
         name=runnable.name,
         description=runnable.description,
         args_model=model,
         runnable=runnable,
         timeout=timeout,
-        speculative=speculative,
+        # the graph state a tool reads is the state when the tools node runs, not mid-stream;
+        # an ordered call must not start before the ones ahead of it
+        speculative=speculative and not sequential and not _reads_state(injected),
         side_effects=side_effects,
         target=target,
         retries=retries,
         idempotent=idempotent,
+        requires_approval=requires_approval,
+        sequential=sequential,
+        injected=injected,
     )
+
+
+def _injected_arguments(runnable: BaseTool) -> dict[str, str]:
+    """The arguments LangChain injects at call time, by kind; an injection toolrail cannot fill is refused."""
+    from langchain_core.tools import InjectedToolCallId
+    from langgraph.prebuilt import InjectedState, InjectedStore, ToolRuntime
+
+    schema = runnable.args_schema
+    if not isinstance(schema, type) or not issubclass(schema, BaseModel):
+        return {}
+    visible = set(runnable.tool_call_schema.model_fields) if isinstance(runnable.tool_call_schema, type) else set(schema.model_fields)
+    kinds = {}
+    for name, info in schema.model_fields.items():
+        if name in visible:
+            continue
+        for marker in info.metadata:
+            if marker is InjectedToolCallId or isinstance(marker, InjectedToolCallId):
+                kinds[name] = "tool_call_id"
+            elif isinstance(marker, InjectedState) or marker is InjectedState:
+                field_name = getattr(marker, "field", None)
+                kinds[name] = f"state:{field_name}" if field_name else "state"
+            elif isinstance(marker, InjectedStore) or marker is InjectedStore:
+                kinds[name] = "store"
+        annotation = typing.get_origin(info.annotation) or info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, ToolRuntime):
+            kinds[name] = "runtime"
+        if name not in kinds:
+            raise ValueError(f"tool {runnable.name!r}: argument {name!r} is injected in a way toolrail cannot fill "
+                             "(supported: InjectedToolCallId, InjectedState, InjectedStore, ToolRuntime)")
+    return kinds
+
+
+def _reads_state(injected: dict[str, str]) -> bool:
+    return any(kind.startswith("state") or kind == "runtime" for kind in injected.values())
+
+
+def _tool_runtime(state: dict[str, Any] | None, call_id: str) -> Any:
+    """LangChain's ToolRuntime for one call, from the running node's LangGraph runtime."""
+    from langgraph.config import get_config
+    from langgraph.prebuilt import ToolRuntime
+    from langgraph.runtime import get_runtime
+
+    runtime = get_runtime()
+    return ToolRuntime(state=state or {}, context=runtime.context, config=get_config(), stream_writer=runtime.stream_writer,
+                       tool_call_id=call_id, store=runtime.store)
+
+
+def _unwrap(output: Any) -> Any:
+    """A tool invoked with a full ToolCall answers with a ToolMessage: its content is the result."""
+    from langchain_core.messages import ToolMessage
+
+    return output.content if isinstance(output, ToolMessage) else output
 
 
 def make_tool(*, name: str, args_model: type[BaseModel], strict: bool = True, **rest: Any) -> Tool:
