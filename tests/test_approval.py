@@ -246,3 +246,40 @@ def test_a_per_run_setting_that_cannot_be_read_asks_for_every_call():
 def output_of(state: dict, result: dict) -> str:
     """A call's output: its ToolMessage (results carry status and timing, not the content)."""
     return next(str(m.content) for m in state["messages"] if getattr(m, "tool_call_id", None) == result["id"])
+
+
+async def test_a_tool_that_asks_pauses_its_turn_without_running_the_turns_other_calls_again(openai_server, tmp_path):
+    """The turn's tools calls share one task: the one that asks pauses it, the others finish
+    first and are journaled, and on resume only the asking call runs again."""
+    from langgraph.types import interrupt
+
+    from toolrail.ledger import SqliteSideEffectLedger
+
+    tools, looked = ToolRegistry(), []
+
+    @tools.register(speculative=False)
+    def confirm(what: str) -> str:
+        """Ask a person to confirm.
+
+        Args:
+            what: What to confirm.
+        """
+        return f"{what}: {interrupt(f'confirm {what}?')}"
+
+    @tools.register(speculative=False)
+    def lookup(name: str) -> str:
+        """Look someone up.
+
+        Args:
+            name: Who.
+        """
+        looked.append(name)
+        return f"{name} found"
+
+    openai_server.script(calls(call("confirm", {"what": "trip"}, id="c1"), call("lookup", {"name": "bob"}, id="l1")), answer("ok"))
+    graph = graph_for(openai_server, tools, ledger=SqliteSideEffectLedger(tmp_path / "effects.sqlite"))
+    paused = await graph.ainvoke({"messages": [("user", "go")]}, CONFIG)
+    assert paused["__interrupt__"][0].value == "confirm trip?" and looked == ["bob"]
+    done = await graph.ainvoke(Command(resume="yes"), CONFIG)
+    assert looked == ["bob"], "the finished call was taken from the journal, not run again"
+    assert {r["id"]: output_of(done, r) for r in done["results"]} == {"c1": "trip: yes", "l1": "bob found"}
