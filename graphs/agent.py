@@ -12,6 +12,12 @@ the tools tasks then await those instead of starting them again.
 
 `graph` (bottom) is what langgraph.json serves; apps call `build_graph` with their own
 model, tools and checkpointer.
+
+Exactly-once is on wherever checkpoints are: side-effecting calls (and `run_python`) go through
+a ledger that lives with the checkpointer (toolrail/checkpoints.py); a checkpointer toolrail
+cannot place a ledger beside, with side-effecting tools and no `ledger=`, is refused here.
+Every limit of toolrail/limits.py is an argument; LangGraph's recursion limit is set above
+what the turn limit allows, so a run ends with `failure.reason == "turn_limit"` first.
 """
 
 from __future__ import annotations
@@ -20,8 +26,14 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
+from toolrail.arguments import DEFAULT_MAX_ARGUMENT_BYTES, DEFAULT_MAX_ARGUMENT_DEPTH, ArgumentLimits
+from toolrail.checkpoints import ledger_for_checkpointer, ledger_from_environment
 from toolrail.execution import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOOL_TIMEOUT_S, CallExecutor
 from toolrail.ledger import SideEffectLedger
+from toolrail.limits import (
+    DEFAULT_CHUNK_GAP_TIMEOUT_S, DEFAULT_DEADLINE_S, DEFAULT_FIRST_CHUNK_TIMEOUT_S, DEFAULT_MAX_CALLS_PER_TURN,
+    DEFAULT_MAX_TURNS, DEFAULT_REPLY_TIMEOUT_S, RunLimits,
+)
 from toolrail.models import default_model
 from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
 from toolrail.nodes.tools import make_tool_runner
@@ -55,23 +67,44 @@ def build_graph(
     sandboxes: SandboxSessions | None = None,
     ledger: SideEffectLedger | None = None,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    max_turns: int = DEFAULT_MAX_TURNS,
+    deadline: float | None = DEFAULT_DEADLINE_S,
+    model_first_chunk_timeout: float = DEFAULT_FIRST_CHUNK_TIMEOUT_S,
+    model_chunk_timeout: float = DEFAULT_CHUNK_GAP_TIMEOUT_S,
+    model_reply_timeout: float = DEFAULT_REPLY_TIMEOUT_S,
+    max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
+    max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
+    max_argument_depth: int = DEFAULT_MAX_ARGUMENT_DEPTH,
 ):
     tools = DEFAULT_TOOLS if tools is None else tools
     model = default_model() if model is None else model
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+    limits = RunLimits(
+        max_turns=max_turns, deadline_s=deadline, first_chunk_timeout_s=model_first_chunk_timeout,
+        chunk_gap_timeout_s=model_chunk_timeout, reply_timeout_s=model_reply_timeout,
+        max_calls_per_turn=max_calls_per_turn, arguments=ArgumentLimits(max_argument_bytes, max_argument_depth),
+    )
+    if ledger is None:
+        ledger = ledger_for_checkpointer(checkpointer)
+    if ledger is None and any(tool.side_effects for tool in tools):
+        effectful = ", ".join(tool.name for tool in tools if tool.side_effects)
+        raise ValueError(
+            f"tools with side effects ({effectful}) need a ledger to run exactly once, and toolrail cannot place one "
+            f"beside a {type(checkpointer).__name__}: pass ledger=SqliteSideEffectLedger(...) or PostgresSideEffectLedger(...)"
+        )
 
     executor = CallExecutor(max_concurrency=max_concurrency, default_timeout=tool_timeout)
     speculation = Speculation(executor, enabled=speculative)
 
     builder = StateGraph(AgentState)
-    builder.add_node("planner", make_planner(model, tools, speculation, system_prompt))
-    builder.add_node("validate", make_validate(tools, speculation, max_retries))
+    builder.add_node("planner", make_planner(model, tools, speculation, system_prompt, limits))
+    builder.add_node("validate", make_validate(tools, speculation, max_retries, limits.arguments))
     builder.add_node("tools", make_tool_runner(tools, executor, speculation, ledger))
 
     executors = ["tools"]
     if any(tool.target == "sandbox" for tool in tools):
-        builder.add_node("sandbox", make_sandbox_node(sandboxes or SandboxSessions()))
+        builder.add_node("sandbox", make_sandbox_node(sandboxes or SandboxSessions(), ledger))
         executors.append("sandbox")
 
     builder.add_edge(START, "planner")
@@ -79,7 +112,8 @@ def build_graph(
     builder.add_conditional_edges("validate", route_after_validate, ["planner", *executors, END])
     for executor_node in executors:
         builder.add_edge(executor_node, "planner")
-    return builder.compile(checkpointer=checkpointer, name="toolrail")
+    compiled = builder.compile(checkpointer=checkpointer, name="toolrail")
+    return compiled.with_config(recursion_limit=limits.recursion_limit)
 
 
-graph = build_graph()
+graph = build_graph(ledger=ledger_from_environment())

@@ -1,14 +1,21 @@
 """planner: ask the model for the next step, with every tool bound in strict form.
 
 Reads `messages`; writes the assistant message, the turn's raw calls (`turn_calls`) and, when
-the model cannot be reached, a structured `failure`. While the reply streams, each call whose
+the model cannot be reached or a limit is hit, a structured `failure`. While the reply streams, each call whose
 arguments are complete and valid is started at once (speculative dispatch); if the stream then
 breaks, those calls are cancelled and recorded as such.
+
+Limits (toolrail/limits.py): turns per run, the run's deadline, time to the first chunk, the
+gap between chunks, the whole reply, calls per turn, and argument size — the stream is cut as
+soon as one is crossed, so a model that never stops cannot keep the run going.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,12 +23,13 @@ from typing import Any
 import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage, SystemMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 
-from toolrail.calls import add_fragment, as_raw_call, history_message, raw_calls
+from toolrail.calls import CallIds, add_fragment, as_raw_call, history_message, ids_in_thread, raw_calls
 from toolrail.errors import ModelUnavailable
+from toolrail.limits import RunLimits, deadline_at, seconds_left, turns_this_run
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, RawCall, RunFailure
 from toolrail.tools.registry import InvalidToolCall, ToolRegistry
@@ -33,38 +41,88 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Speculation, system_prompt: str = DEFAULT_SYSTEM_PROMPT):
+class ModelTimedOut(Exception):
+    """The reply did not arrive within one of the model limits (or the run's deadline)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Speculation,
+                 system_prompt: str = DEFAULT_SYSTEM_PROMPT, limits: RunLimits | None = None):
+    limits = limits or RunLimits()
     # Strict mode is requested per tool in its schema; parallel calls stay on because toolrail
     # validates every call itself (OpenAI does not guarantee strict decoding for parallel calls).
     bound = model.bind_tools(tools.openai_schemas(), parallel_tool_calls=True) if len(tools) else model
 
     async def planner(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         thread = thread_of(config)
+        turns = turns_this_run(state["messages"])
+        update: dict[str, Any] = {}
+        run_deadline = deadline_at(config, None if turns == 0 else state.get("deadline_at"))
+        if turns == 0 and limits.deadline_s is not None:
+            update["deadline_at"] = time.time() + limits.deadline_s
+            run_deadline = deadline_at(config, update["deadline_at"])
+        if turns >= limits.max_turns:
+            return {**update, "failure": _failure("turn_limit", f"the run reached its limit of {limits.max_turns} model turns (--max-turns)", state)}
+        if seconds_left(run_deadline) <= 0:
+            return {**update, "failure": _failure("deadline", "the run passed its deadline (--deadline) before the model's next turn", state)}
         prompt = [SystemMessage(system_prompt), *state["messages"]]
         started: list[RawCall] = []
-        watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started))
+        ids = CallIds(ids_in_thread(state))
+        watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started), ids, limits)
         try:
             traced = {**config, "run_name": "model", "metadata": {**config.get("metadata", {}), "attempt": state.get("attempts", 0) + 1}}
-            reply = await _stream_reply(bound, prompt, traced, watcher)
+            reply = await _stream_reply(bound, prompt, traced, watcher, limits, run_deadline)
+        except ModelTimedOut as exc:
+            cancelled = speculation.cancel_turn(thread, started, "the model's reply timed out")
+            return {**update, "failure": _failure(exc.reason, str(exc), state), "results": cancelled}
         except (openai.OpenAIError, httpx.HTTPError, ModelUnavailable) as exc:
-            return {"failure": _model_failure(exc, state), "results": speculation.cancel_turn(thread, started, "the model's stream broke")}
-        calls = raw_calls(reply)
-        return {"messages": [history_message(reply, calls)], "turn_calls": calls, "failure": None}
+            reason = "model_timeout" if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)) else "model_error"
+            cancelled = speculation.cancel_turn(thread, started, "the model's stream broke")
+            return {**update, "failure": _failure(reason, _explain(exc), state), "results": cancelled}
+        if watcher.too_many:
+            cancelled = speculation.cancel_turn(thread, started, "the turn had too many calls")
+            message = f"the model sent more than {limits.max_calls_per_turn} tool calls in one turn (--max-calls-per-turn); none ran"
+            return {**update, "failure": _failure("call_limit", message, state), "results": cancelled}
+        found = watcher.raw_calls() if watcher.calls else raw_calls(reply)
+        calls = [ids.assign(_capped(call, limits), position) for position, call in enumerate(found)]
+        return {**update, "messages": [history_message(reply, calls, limits.arguments)], "turn_calls": calls, "failure": None}
 
     return planner
+
+
+def _capped(call: RawCall, limits: RunLimits) -> RawCall:
+    """Arguments over the size limit are kept only up to it (validation says they were cut)."""
+    cap = limits.arguments.max_bytes + 1
+    if len(call["arguments"]) > cap:
+        return {**call, "arguments": call["arguments"][:cap]}
+    return call
+
+
+def _failure(reason: str, message: str, state: AgentState) -> RunFailure:
+    return RunFailure(reason=reason, message=message, attempts=state.get("attempts", 0), errors=[])
 
 
 class CallWatcher:
     """Watches streamed tool-call fragments and reports each call once its arguments close.
 
     A call is complete when its accumulated arguments parse as a JSON object (nothing can
-    legally follow the closing brace) or when the next call's first fragment arrives.
+    legally follow the closing brace) or when the next call's first fragment arrives. It also
+    says when the stream must be cut: more calls than a turn may have, or arguments past the
+    size limit (the rest of such a reply is never read).
     """
 
-    def __init__(self, on_complete: Callable[[RawCall], None]):
-        self.on_complete = on_complete
+    def __init__(self, on_complete: Callable[[RawCall], None], ids: CallIds | None = None, limits: RunLimits | None = None):
+        self.on_complete, self.ids, self.limits = on_complete, ids or CallIds(), limits or RunLimits()
         self.calls: dict[Any, dict[str, str]] = {}
         self.done: set[Any] = set()
+        self.too_many = self.too_big = False
+
+    @property
+    def stop(self) -> bool:
+        return self.too_many or self.too_big
 
     def feed(self, chunk: BaseMessage) -> None:
         for fragment in getattr(chunk, "tool_call_chunks", None) or []:
@@ -72,20 +130,31 @@ class CallWatcher:
             for earlier in [i for i in self.calls if i != index and i not in self.done]:
                 self._complete(earlier)
             add_fragment(self.calls, fragment)
+            if len(self.calls) > self.limits.max_calls_per_turn:
+                self.too_many = True
+                return
+            arguments = self.calls[index]["arguments"]
+            if len(arguments) > self.limits.arguments.max_bytes:
+                self.too_big = True  # validation refuses the call; the rest of the reply is not read
+                return
             piece = fragment.get("args") or ""
-            if "}" in piece and index not in self.done and _is_json_object(self.calls[index]["arguments"]):
+            if "}" in piece and index not in self.done and _is_json_object(arguments):
                 self._complete(index)
+
+    def raw_calls(self) -> list[RawCall]:
+        return [as_raw_call(c["id"], c["name"], c["arguments"], i) for i, c in enumerate(self.calls.values())]
 
     def _complete(self, index: Any) -> None:
         self.done.add(index)
         call = self.calls[index]
-        self.on_complete(as_raw_call(call["id"], call["name"], call["arguments"], list(self.calls).index(index)))
+        position = list(self.calls).index(index)
+        self.on_complete(self.ids.assign(as_raw_call(call["id"], call["name"], call["arguments"], position), position))
 
 
 def _is_json_object(text: str) -> bool:
     try:
         return isinstance(json.loads(text), dict)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
@@ -102,33 +171,70 @@ def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thr
         get_stream_writer()({"type": "speculative_start", "call_id": call["id"], "name": call["name"], "at": time.time()})
 
 
-async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watcher: CallWatcher) -> BaseMessage:
-    """Stream the reply (so calls start and text shows as they are generated); merge the chunks."""
+async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watcher: CallWatcher,
+                        limits: RunLimits, run_deadline: float | None) -> BaseMessage:
+    """Stream the reply (so calls start and text shows as they are generated); merge the chunks.
+
+    One timer guards the stream and is re-armed at every chunk to the nearest of: the first
+    chunk's or the next chunk's limit, the whole reply's limit, the run's deadline. Keep-alive
+    comments are not chunks, so a trickle of them cannot hold the run. Tool-call fragments
+    are assembled by the watcher, not merged into the message (merging re-parses every
+    argument at every chunk).
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    limits_at = {
+        "reply": (start + limits.reply_timeout_s, f"the model's reply took longer than {limits.reply_timeout_s:g}s (--model-reply-timeout)"),
+        "deadline": (start + seconds_left(run_deadline), "the run passed its deadline (--deadline) while the model was replying"),
+    }
     reply: BaseMessage | None = None
-    async for chunk in model.astream(prompt, config):
-        watcher.feed(chunk)
-        reply = chunk if reply is None else reply + chunk
+    fired = ("first", start + limits.first_chunk_timeout_s, f"the model sent nothing for {limits.first_chunk_timeout_s:g}s (--model-first-chunk-timeout)")
+
+    def arm(guard: asyncio.Timeout, step: tuple[str, float, str]) -> tuple[str, float, str]:
+        nearest = min([step, *((k, at, why) for k, (at, why) in limits_at.items())], key=lambda c: c[1])
+        guard.reschedule(nearest[1] if math.isfinite(nearest[1]) else None)
+        return nearest
+
+    try:
+        async with asyncio.timeout(None) as guard:
+            fired = arm(guard, fired)
+            async with contextlib.aclosing(model.astream(prompt, config)) as stream:
+                async for chunk in stream:
+                    watcher.feed(chunk)
+                    if isinstance(chunk, AIMessageChunk) and chunk.tool_call_chunks:
+                        chunk = chunk.model_copy(update={"tool_call_chunks": [], "tool_calls": [], "invalid_tool_calls": []})
+                    reply = chunk if reply is None else reply + chunk
+                    if watcher.stop:
+                        break
+                    gap = limits.chunk_gap_timeout_s
+                    fired = arm(guard, ("gap", loop.time() + gap, f"the model's stream stalled for {gap:g}s between chunks (--model-chunk-timeout)"))
+    except TimeoutError:
+        if guard.expired():
+            raise ModelTimedOut("deadline" if fired[0] == "deadline" else "model_timeout", fired[2]) from None
+        raise
     if reply is None:
         raise ModelUnavailable("the model returned an empty stream")
     return reply
 
 
-def _model_failure(exc: Exception, state: AgentState) -> RunFailure:
-    return RunFailure(reason="model_error", message=_explain(exc), attempts=state.get("attempts", 0), errors=[])
-
-
 def _explain(exc: Exception) -> str:
     """Say what to do, not just what broke."""
+    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+        return f"the model endpoint did not answer in time (read timeout): {exc}"
     if isinstance(exc, openai.APIConnectionError):
         url = getattr(getattr(exc, "request", None), "url", "the endpoint")
-        return (
-            f"cannot reach the model at {url} ({exc}). Is the server running? Check OPENAI_BASE_URL, "
-            "or unset OPENAI_API_KEY and OPENAI_BASE_URL to use the recorded model."
-        )
+        if isinstance(exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout)) or exc.__cause__ is None and "onnect" in str(exc):
+            return (
+                f"cannot reach the model at {url} ({exc}). Is the server running? Check OPENAI_BASE_URL, "
+                "or unset OPENAI_API_KEY and OPENAI_BASE_URL to use the recorded model."
+            )
+        return f"the connection to the model at {url} broke: {exc.__cause__ or exc}"
+    if isinstance(exc, httpx.HTTPError):
+        return f"the model's stream broke: {type(exc).__name__}: {str(exc)[:300]}"
     if isinstance(exc, openai.AuthenticationError):
         return "the model endpoint refused the API key (401): check OPENAI_API_KEY."
     if isinstance(exc, openai.NotFoundError):
         return f"the endpoint does not know that model or route (404): check --model / TOOLRAIL_MODEL. {exc}"
     if isinstance(exc, openai.APIStatusError):
         return f"the model endpoint answered HTTP {exc.status_code}: {exc.message}"
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {str(exc)[:300]}"

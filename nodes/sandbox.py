@@ -3,6 +3,10 @@
 Reads the task's `call`; writes one ToolMessage and one `results` entry carrying the sandbox's
 structured result (stdout, stderr, error, exit reason, duration, produced files). stdout and
 stderr chunks are streamed live through LangGraph's `custom` stream mode as they are printed.
+
+`run_python` is declared side-effecting, so it goes through the ledger like any such call: a
+cell that finished before a crash is not run again on resume (its recorded output is
+returned), one that was running is reported as of unknown outcome.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 
 from toolrail.execution import Outcome
+from toolrail.ledger import SideEffectLedger
 from toolrail.nodes.tools import tool_outcome
 from toolrail.sandbox import RunResult, SandboxError
 from toolrail.sandbox.sessions import SandboxSessions
@@ -24,21 +29,30 @@ from toolrail.tools.sandbox_tools import DEFAULT_TIMEOUT_S
 _STATUS = {"ok": "ok", "timeout": "timeout"}
 
 
-def make_sandbox_node(sessions: SandboxSessions):
+def make_sandbox_node(sessions: SandboxSessions, ledger: SideEffectLedger | None = None):
     async def sandbox(task: CallTask, config: RunnableConfig) -> dict[str, Any]:
         call, thread = task["call"], thread_of(config)
-        started, clock = time.time(), time.perf_counter()
-        try:
-            result = await _run_streaming(sessions, thread, call, get_stream_writer())
-            saved, unsaved = await sessions.collect(thread, result.files)
-        except SandboxError as exc:  # the sandbox itself cannot work: say so, keep the run going
-            outcome = Outcome("error", f"Error: the sandbox is unavailable: {exc}", started, time.perf_counter() - clock)
-            return tool_outcome(call, outcome)
-        content = result.render() + "".join(f"\n[saved] {path}" for path in saved)
-        content += "".join(f"\n[not saved] {why} (still in the sandbox session)" for why in unsaved)
-        outcome = Outcome(_STATUS.get(result.exit_reason, "error"), content, started, time.perf_counter() - clock)
+        structured: dict[str, Any] = {}
+
+        async def run_cell() -> Outcome:
+            started, clock = time.time(), time.perf_counter()
+            try:
+                result = await _run_streaming(sessions, thread, call, get_stream_writer())
+                saved, unsaved = await sessions.collect(thread, result.files)
+            except SandboxError as exc:  # the sandbox itself cannot work: say so, keep the run going
+                return Outcome("error", f"Error: the sandbox is unavailable: {exc}", started, time.perf_counter() - clock)
+            content = result.render() + "".join(f"\n[saved] {path}" for path in saved)
+            content += "".join(f"\n[not saved] {why} (still in the sandbox session)" for why in unsaved)
+            structured.update({**result.model_dump(mode="json"), "saved": [str(p) for p in saved], "unsaved": unsaved})
+            return Outcome(_STATUS.get(result.exit_reason, "error"), content, started, time.perf_counter() - clock)
+
+        if ledger is not None:
+            outcome = await ledger.run_once(thread, call["id"], call["name"], call["args"], run_cell)
+        else:
+            outcome = await run_cell()
         update = tool_outcome(call, outcome)
-        update["results"][0]["sandbox"] = {**result.model_dump(mode="json"), "saved": [str(p) for p in saved], "unsaved": unsaved}
+        if structured:
+            update["results"][0]["sandbox"] = structured
         return update
 
     return sandbox

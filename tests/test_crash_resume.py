@@ -35,9 +35,11 @@ async def test_a_side_effect_that_was_running_at_the_crash_is_reported_not_repea
         ran.append(1)
         return Outcome("ok", "charged", 0.0, 0.1)
 
-    await ledger.claim("t", "c1", "charge")  # a previous process started it and died
-    outcome = await ledger.run_once("t", "c1", "charge", charge)
+    from toolrail.ledger import fingerprint
+
+    await ledger.claim("t", "c1", fingerprint("charge", {}), "charge")  # a previous process started it and died
+    outcome = await ledger.run_once("t", "c1", "charge", {}, charge)
     assert ran == [] and outcome.content == UNKNOWN
-    first = await ledger.run_once("t", "c2", "charge", charge)
-    again = await SqliteSideEffectLedger(tmp_path / "effects.sqlite").run_once("t", "c2", "charge", charge)
+    first = await ledger.run_once("t", "c2", "charge", {}, charge)
+    again = await SqliteSideEffectLedger(tmp_path / "effects.sqlite").run_once("t", "c2", "charge", {}, charge)
     assert ran == [1] and first.content == again.content == "charged"

@@ -16,9 +16,10 @@ from langgraph.graph.message import add_messages
 class RawCall(TypedDict):
     """A tool call exactly as the model sent it (arguments as the raw JSON text)."""
 
-    id: str
+    id: str  # run-unique (toolrail's when the provider's was missing or repeated)
     name: str
     arguments: str
+    wire_id: NotRequired[str]  # the id the model used, when it differs from `id`
 
 
 class ValidatedCall(TypedDict):
@@ -28,6 +29,7 @@ class ValidatedCall(TypedDict):
     name: str
     args: dict[str, Any]
     target: Literal["tools", "sandbox"]
+    wire_id: NotRequired[str]
 
 
 class CallVerdict(TypedDict):
@@ -56,7 +58,7 @@ class CallResult(TypedDict):
 class RunFailure(TypedDict):
     """Why a run stopped without an answer; a structured end, never an exception."""
 
-    reason: Literal["retry_budget_exhausted", "model_error"]
+    reason: Literal["retry_budget_exhausted", "model_error", "model_timeout", "turn_limit", "deadline", "call_limit"]
     message: str
     attempts: int
     errors: list[CallVerdict]
@@ -75,9 +77,12 @@ class AgentState(TypedDict, total=False):
     # Every executed call of the run, with timing.
     results: Annotated[list[CallResult], operator.add]
     failure: RunFailure | None
+    # When the current run must end (epoch seconds), set at its first turn (toolrail/limits.py).
+    deadline_at: float | None
 
 
 class CallTask(TypedDict):
     """What `Send` hands one tools/sandbox task: a single validated call."""
 
     call: ValidatedCall
+    deadline_at: NotRequired[float | None]  # the run's deadline: a call may not outlive it
