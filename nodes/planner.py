@@ -82,11 +82,11 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
             reason = "model_timeout" if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)) else "model_error"
             cancelled = speculation.cancel_turn(thread, started, "the model's stream broke")
             return {**update, "failure": _failure(reason, _explain(exc), state), "results": cancelled}
-        if watcher.too_many:
+        found = watcher.raw_calls() if watcher.calls else raw_calls(reply)
+        if watcher.too_many or len(found) > limits.max_calls_per_turn:
             cancelled = speculation.cancel_turn(thread, started, "the turn had too many calls")
             message = f"the model sent more than {limits.max_calls_per_turn} tool calls in one turn (--max-calls-per-turn); none ran"
             return {**update, "failure": _failure("call_limit", message, state), "results": cancelled}
-        found = watcher.raw_calls() if watcher.calls else raw_calls(reply)
         calls = [ids.assign(_capped(call, limits), position) for position, call in enumerate(found)]
         return {**update, "messages": [history_message(reply, calls, limits.arguments)], "turn_calls": calls, "failure": None}
 
@@ -206,6 +206,8 @@ async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableC
                     reply = chunk if reply is None else reply + chunk
                     if watcher.stop:
                         break
+                    if guard.expired():  # it fired while chunks were already buffered: let it land
+                        await asyncio.sleep(0)
                     gap = limits.chunk_gap_timeout_s
                     fired = arm(guard, ("gap", loop.time() + gap, f"the model's stream stalled for {gap:g}s between chunks (--model-chunk-timeout)"))
     except TimeoutError:
