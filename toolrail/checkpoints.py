@@ -40,6 +40,13 @@ async def open_checkpointer(location: str) -> AsyncIterator[BaseCheckpointSaver]
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     path = _sqlite_path(location)
+    try:  # fail here, with one line, rather than inside aiosqlite's worker thread
+        import contextlib
+
+        with contextlib.closing(sqlite3.connect(str(path), timeout=30)) as probe:
+            probe.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot use {path} for checkpoints: {exc}") from None
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
         try:
             await saver.setup()
@@ -60,7 +67,7 @@ async def _postgres(url: str) -> AsyncIterator[BaseCheckpointSaver]:
         async with AsyncPostgresSaver.from_conn_string(url) as saver:
             await _setup_once(saver, url)
             yield saver
-    except psycopg.OperationalError as exc:
+    except psycopg.Error as exc:
         raise ConfigError(f"cannot use the Postgres checkpoint database: {str(exc).strip().splitlines()[0]}") from None
 
 
