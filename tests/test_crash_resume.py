@@ -21,7 +21,16 @@ def test_sigkill_at_random_moments_loses_no_result_and_repeats_no_side_effect():
     assert report["finished"] == report["runs"], report["details"]
     assert report["lost_results"] == 0, report["details"]
     assert report["duplicate_side_effects"] == 0, report["duplicates"]
+    assert report["wrong_results"] == 0, report["details"]
     assert report["killed_mid_run"] >= 1, "the harness must actually kill runs in flight"
+
+
+def test_with_provider_ids_omitted_no_call_is_ever_answered_with_another_calls_result():
+    report = _harness().harness(runs=4, seed=random.randrange(1 << 30), omit_ids=True)
+    assert report["finished"] == report["runs"], report["details"]
+    assert report["lost_results"] == 0 and report["wrong_results"] == 0, report["details"]
+    assert report["duplicate_side_effects"] == 0, report["duplicates"]
+    assert report["side_effects_recorded"] >= 6 * report["runs"], "both turns of charges ran"
 
 
 async def test_a_side_effect_that_was_running_at_the_crash_is_reported_not_repeated(tmp_path):
