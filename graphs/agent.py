@@ -22,6 +22,8 @@ what the turn limit allows, so a run ends with `failure.reason == "turn_limit"` 
 
 from __future__ import annotations
 
+import functools
+
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -75,6 +77,7 @@ def build_graph(
     max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
     max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
     max_argument_depth: int = DEFAULT_MAX_ARGUMENT_DEPTH,
+    rebuild_sandbox: bool = True,
 ):
     tools = DEFAULT_TOOLS if tools is None else tools
     model = default_model() if model is None else model
@@ -109,7 +112,7 @@ def build_graph(
 
     builder.add_edge(START, "planner")
     builder.add_conditional_edges("planner", route_after_planner, ["validate", END])
-    builder.add_conditional_edges("validate", route_after_validate, ["planner", *executors, END])
+    builder.add_conditional_edges("validate", functools.partial(route_after_validate, rebuild_sandbox=rebuild_sandbox), ["planner", *executors, END])
     for executor_node in executors:
         builder.add_edge(executor_node, "planner")
     compiled = builder.compile(checkpointer=checkpointer, name="toolrail")

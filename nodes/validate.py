@@ -49,14 +49,27 @@ def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: in
     return validate
 
 
-def route_after_validate(state: AgentState) -> list[Send] | str:
+def completed_cells(state: AgentState) -> list[str]:
+    """The code of the thread's sandbox cells that completed, oldest first (for a rebuild)."""
+    return [r["sandbox"]["code"] for r in state.get("results") or []
+            if r["status"] == "ok" and isinstance(r.get("sandbox"), dict) and r["sandbox"].get("code")]
+
+
+def route_after_validate(state: AgentState, rebuild_sandbox: bool = True) -> list[Send] | str:
     """Valid turn: fan out one task per call. Invalid: back to the planner, or stop."""
     if state.get("failure"):
         return END
     calls = state.get("validated_calls") or []
     if not calls:
         return "planner"
-    return [Send(call["target"], {"call": call, "deadline_at": state.get("deadline_at")}) for call in calls]
+    cells = completed_cells(state) if rebuild_sandbox and any(c["target"] == "sandbox" for c in calls) else None
+    sends = []
+    for call in calls:
+        task: dict[str, Any] = {"call": call, "deadline_at": state.get("deadline_at")}
+        if call["target"] == "sandbox" and cells is not None:
+            task["rebuild"] = cells
+        sends.append(Send(call["target"], task))
+    return sends
 
 
 def _check(tools: ToolRegistry, call: RawCall, limits: ArgumentLimits = DEFAULT_LIMITS) -> tuple[ValidatedCall | None, InvalidToolCall | None]:

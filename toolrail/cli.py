@@ -99,6 +99,7 @@ def _graph_options() -> argparse.ArgumentParser:
     options.add_argument("--max-calls-per-turn", type=_positive_int, default=DEFAULT_MAX_CALLS_PER_TURN, help=f"tool calls in one reply (default {DEFAULT_MAX_CALLS_PER_TURN})")
     options.add_argument("--max-argument-bytes", type=_positive_int, default=DEFAULT_MAX_ARGUMENT_BYTES, help=f"size of one call's arguments (default {DEFAULT_MAX_ARGUMENT_BYTES})")
     options.add_argument("--max-argument-depth", type=_positive_int, default=DEFAULT_MAX_ARGUMENT_DEPTH, help=f"nesting of one call's arguments (default {DEFAULT_MAX_ARGUMENT_DEPTH})")
+    options.add_argument("--no-sandbox-rebuild", action="store_true", help="a resumed thread's sandbox starts empty instead of re-running its completed cells")
     options.add_argument("--wait", action="store_true", help="if another process is running this thread, wait for it instead of refusing")
     return options
 
@@ -189,7 +190,7 @@ async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tup
             max_turns=args.max_turns, deadline=args.deadline, model_first_chunk_timeout=args.model_first_chunk_timeout,
             model_chunk_timeout=args.model_chunk_timeout, model_reply_timeout=args.model_reply_timeout,
             max_calls_per_turn=args.max_calls_per_turn, max_argument_bytes=args.max_argument_bytes,
-            max_argument_depth=args.max_argument_depth,
+            max_argument_depth=args.max_argument_depth, rebuild_sandbox=not args.no_sandbox_rebuild,
         )
         yield graph, model_label, location
 

@@ -86,3 +86,4 @@ class CallTask(TypedDict):
 
     call: ValidatedCall
     deadline_at: NotRequired[float | None]  # the run's deadline: a call may not outlive it
+    rebuild: NotRequired[list[str]]  # sandbox tasks: the thread's completed cells, to rebuild a new session
