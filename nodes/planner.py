@@ -79,7 +79,7 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
             cancelled = speculation.cancel_turn(thread, started, "the model's reply timed out")
             return {**update, "failure": _failure(exc.reason, str(exc), state), "results": cancelled}
         except (openai.OpenAIError, httpx.HTTPError, ModelUnavailable) as exc:
-            reason = "model_timeout" if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)) else "model_error"
+            reason = "model_timeout" if _is_timeout(exc) else "model_error"
             cancelled = speculation.cancel_turn(thread, started, "the model's stream broke")
             return {**update, "failure": _failure(reason, _explain(exc), state), "results": cancelled}
         found = watcher.raw_calls() if watcher.calls else raw_calls(reply)
@@ -219,13 +219,29 @@ async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableC
     return reply
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A read timeout (not a connect one): the endpoint was reached but did not answer in time."""
+    chain = _causes(exc)
+    if any(isinstance(e, (httpx.ConnectTimeout, httpx.ConnectError)) for e in chain):
+        return False
+    return any(isinstance(e, (openai.APITimeoutError, httpx.TimeoutException)) for e in chain)
+
+
 def _explain(exc: Exception) -> str:
     """Say what to do, not just what broke."""
-    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+    if _is_timeout(exc):
         return f"the model endpoint did not answer in time (read timeout): {exc}"
     if isinstance(exc, openai.APIConnectionError):
         url = getattr(getattr(exc, "request", None), "url", "the endpoint")
-        if isinstance(exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout)) or exc.__cause__ is None and "onnect" in str(exc):
+        if any(isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError)) for e in _causes(exc)):
             return (
                 f"cannot reach the model at {url} ({exc}). Is the server running? Check OPENAI_BASE_URL, "
                 "or unset OPENAI_API_KEY and OPENAI_BASE_URL to use the recorded model."
