@@ -35,7 +35,10 @@ SECOND_TURN_ORDERS = ("d", "e", "f")
 
 def reply_for(body: dict) -> ScriptedReply:
     """Stateless script: every process (first run or resume) gets the reply its history calls for."""
-    thread = next(m["content"] for m in body["messages"] if m["role"] == "user").split()[-1]
+    users = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
+    if not users:  # a request cut short by a kill: nothing to answer it with
+        return ScriptedReply(http_status=400)
+    thread = users[0].split()[-1]
     omit_ids = thread.startswith("noid")
     turns = sum(m["role"] == "assistant" for m in body["messages"])
     if turns == 1 and omit_ids:  # a second turn of charges: positional ids would repeat turn 1's
