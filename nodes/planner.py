@@ -206,8 +206,9 @@ async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableC
                     reply = chunk if reply is None else reply + chunk
                     if watcher.stop:
                         break
-                    if guard.expired():  # it fired while chunks were already buffered: let it land
+                    if guard.expired():  # it fired while chunks were buffered (or a layer below ate the cancel)
                         await asyncio.sleep(0)
+                        raise ModelTimedOut("deadline" if fired[0] == "deadline" else "model_timeout", fired[2])
                     gap = limits.chunk_gap_timeout_s
                     fired = arm(guard, ("gap", loop.time() + gap, f"the model's stream stalled for {gap:g}s between chunks (--model-chunk-timeout)"))
     except TimeoutError:

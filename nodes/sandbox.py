@@ -25,6 +25,7 @@ from langgraph.config import get_stream_writer
 
 from toolrail.execution import Outcome
 from toolrail.ledger import SideEffectLedger
+from toolrail.limits import deadline_at, seconds_left
 from toolrail.nodes.tools import tool_outcome
 from toolrail.sandbox import RunResult, SandboxError
 from toolrail.sandbox.sessions import SandboxSessions
@@ -50,7 +51,8 @@ def make_sandbox_node(sessions: SandboxSessions, ledger: SideEffectLedger | None
             ran = True
             started, clock = time.time(), time.perf_counter()
             try:
-                result = await _run_streaming(sessions, thread, call, get_stream_writer(), rebuild)
+                left = seconds_left(deadline_at(config, task.get("deadline_at")))
+                result = await _run_streaming(sessions, thread, call, get_stream_writer(), rebuild, left)
                 saved, unsaved = await sessions.collect(thread, result.files)
             except SandboxError as exc:  # the sandbox itself cannot work: say so, keep the run going
                 return Outcome("error", f"Error: the sandbox is unavailable: {exc}", started, time.perf_counter() - clock)
@@ -80,10 +82,12 @@ def make_sandbox_node(sessions: SandboxSessions, ledger: SideEffectLedger | None
     return sandbox
 
 
-async def _run_streaming(sessions: SandboxSessions, thread: str, call: dict, write: Any, rebuild: list[str] | None = None) -> RunResult:
+async def _run_streaming(sessions: SandboxSessions, thread: str, call: dict, write: Any, rebuild: list[str] | None = None,
+                         left: float = float("inf")) -> RunResult:
     session = await sessions.get(thread, rebuild)
     result = None
-    async for event in session.run(call["args"]["code"], timeout=float(call["args"].get("timeout_s") or DEFAULT_TIMEOUT_S)):
+    timeout = min(float(call["args"].get("timeout_s") or DEFAULT_TIMEOUT_S), max(left, 0.1))  # not past the run's deadline
+    async for event in session.run(call["args"]["code"], timeout=timeout):
         if event.type == "done":
             result = event.result
         else:
