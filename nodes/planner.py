@@ -71,7 +71,7 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
         prompt = [SystemMessage(system_prompt), *state["messages"]]
         started: list[RawCall] = []
         ids = CallIds(ids_in_thread(state))
-        watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started), ids, limits)
+        watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started, run_deadline), ids, limits)
         try:
             traced = {**config, "run_name": "model", "metadata": {**config.get("metadata", {}), "attempt": state.get("attempts", 0) + 1}}
             reply = await _stream_reply(bound, prompt, traced, watcher, limits, run_deadline)
@@ -158,7 +158,8 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
-def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thread: str, started: list[RawCall]) -> None:
+def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thread: str, started: list[RawCall],
+               run_deadline: float | None = None) -> None:
     tool = tools.get(call["name"])
     if tool is None:
         return
@@ -166,7 +167,7 @@ def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thr
         args = tool.validate(call["arguments"]).model_dump(mode="json", by_alias=True)
     except InvalidToolCall:
         return  # the validate node will report it; nothing starts
-    if speculation.start(thread, call["id"], tool, args):
+    if speculation.start(thread, call["id"], tool, args, within=seconds_left(run_deadline)):
         started.append(call)
         get_stream_writer()({"type": "speculative_start", "call_id": call["id"], "name": call["name"], "at": time.time()})
 

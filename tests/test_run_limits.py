@@ -52,6 +52,29 @@ async def test_the_run_deadline_ends_a_run_of_slow_turns(openai_server):
     assert len(openai_server.requests) < 25
 
 
+async def test_a_tool_call_running_at_the_deadline_is_cut_and_the_run_ends(openai_server):
+    import asyncio
+
+    from toolrail.tools.registry import ToolRegistry
+
+    tools = ToolRegistry()
+
+    @tools.register(timeout=60)
+    async def slow_report(topic: str) -> str:
+        """Write a long report.
+
+        Args:
+            topic: What about.
+        """
+        await asyncio.sleep(30)
+        return "never"
+
+    openai_server._script = lambda body: calls(call("slow_report", {"topic": "x"}))
+    state = await run(openai_server, tools=tools, deadline=1.0)
+    assert state["results"][0]["status"] == "timeout"
+    assert state["failure"]["reason"] == "deadline"
+
+
 @pytest.mark.parametrize(
     "misbehaviour, option",
     [
