@@ -29,14 +29,17 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
 from toolrail.arguments import DEFAULT_MAX_ARGUMENT_BYTES, DEFAULT_MAX_ARGUMENT_DEPTH, ArgumentLimits
+from toolrail.backoff import RetryPolicy
 from toolrail.checkpoints import ledger_for_checkpointer, ledger_from_environment
 from toolrail.execution import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOOL_TIMEOUT_S, CallExecutor
+from toolrail.final_answer import ResponseFormat
 from toolrail.ledger import SideEffectLedger
 from toolrail.limits import (
     DEFAULT_CHUNK_GAP_TIMEOUT_S, DEFAULT_DEADLINE_S, DEFAULT_FIRST_CHUNK_TIMEOUT_S, DEFAULT_MAX_CALLS_PER_TURN,
     DEFAULT_MAX_TURNS, DEFAULT_REPLY_TIMEOUT_S, RunLimits,
 )
 from toolrail.models import default_model
+from toolrail.nodes.answer import make_answer_check, route_after_answer
 from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
 from toolrail.nodes.tools import make_tool_runner
 from toolrail.nodes.validate import make_validate, route_after_validate
@@ -47,6 +50,7 @@ from toolrail.state import AgentState
 from toolrail.tools.demo import demo_tools
 from toolrail.tools.registry import ToolRegistry, all_tools
 from toolrail.tools.sandbox_tools import sandbox_tools
+from toolrail.usage import UNLIMITED, Budget
 
 DEFAULT_TOOLS = all_tools(demo_tools, sandbox_tools)
 
@@ -55,6 +59,12 @@ def route_after_planner(state: AgentState) -> str:
     if state.get("failure") or not state.get("turn_calls"):
         return END
     return "validate"
+
+
+def route_to_answer_check(state: AgentState) -> str:
+    """With a response format, a reply without calls is the final answer: check it."""
+    route = route_after_planner(state)
+    return "answer" if route == END and not state.get("failure") else route
 
 
 def build_graph(
@@ -69,6 +79,9 @@ def build_graph(
     sandboxes: SandboxSessions | None = None,
     ledger: SideEffectLedger | None = None,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    model_retry: RetryPolicy | None = None,
+    budget: Budget | int | None = None,
+    response_format: type | dict | ResponseFormat | None = None,
     max_turns: int = DEFAULT_MAX_TURNS,
     deadline: float | None = DEFAULT_DEADLINE_S,
     model_first_chunk_timeout: float = DEFAULT_FIRST_CHUNK_TIMEOUT_S,
@@ -79,6 +92,12 @@ def build_graph(
     max_argument_depth: int = DEFAULT_MAX_ARGUMENT_DEPTH,
     rebuild_sandbox: bool = True,
 ):
+    """The agent graph. `model` is any LangChain chat model that binds tools.
+
+    `model_retry`: backoff for 429/5xx from the model (toolrail/backoff.py). `budget`: a Budget,
+    or an int as the run's token limit. `response_format`: a Pydantic model or JSON Schema the
+    final answer must match (validated into `structured_response`).
+    """
     tools = DEFAULT_TOOLS if tools is None else tools
     model = default_model() if model is None else model
     if max_retries < 0:
@@ -97,11 +116,15 @@ def build_graph(
             f"beside a {type(checkpointer).__name__}: pass ledger=SqliteSideEffectLedger(...) or PostgresSideEffectLedger(...)"
         )
 
+    budget = Budget(max_tokens_total=budget) if isinstance(budget, int) else (budget or UNLIMITED)
+    response = response_format if isinstance(response_format, ResponseFormat) or response_format is None else ResponseFormat(response_format)
+
     executor = CallExecutor(max_concurrency=max_concurrency, default_timeout=tool_timeout)
     speculation = Speculation(executor, enabled=speculative)
 
     builder = StateGraph(AgentState)
-    builder.add_node("planner", make_planner(model, tools, speculation, system_prompt, limits))
+    builder.add_node("planner", make_planner(model, tools, speculation, system_prompt, retry=model_retry or RetryPolicy(),
+                                             budget=budget, response=response, limits=limits))
     builder.add_node("validate", make_validate(tools, speculation, max_retries, limits.arguments))
     builder.add_node("tools", make_tool_runner(tools, executor, speculation, ledger))
 
@@ -111,7 +134,12 @@ def build_graph(
         executors.append("sandbox")
 
     builder.add_edge(START, "planner")
-    builder.add_conditional_edges("planner", route_after_planner, ["validate", END])
+    if response is None:
+        builder.add_conditional_edges("planner", route_after_planner, ["validate", END])
+    else:
+        builder.add_node("answer", make_answer_check(response, max_retries))
+        builder.add_conditional_edges("planner", route_to_answer_check, ["validate", "answer", END])
+        builder.add_conditional_edges("answer", route_after_answer, ["planner", END])
     builder.add_conditional_edges("validate", functools.partial(route_after_validate, rebuild_sandbox=rebuild_sandbox), ["planner", *executors, END])
     for executor_node in executors:
         builder.add_edge(executor_node, "planner")

@@ -20,19 +20,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
+from langgraph.errors import GraphBubbleUp
 
+import httpx
+import openai
+from langchain_core.exceptions import ModelTimeoutError
+
+from toolrail.backoff import RetriesExhausted, RetryPolicy, call_with_backoff
 from toolrail.calls import CallIds, add_fragment, as_raw_call, history_message, ids_in_thread, raw_calls
 from toolrail.errors import ModelUnavailable
+from toolrail.final_answer import ResponseFormat
 from toolrail.limits import RunLimits, deadline_at, seconds_left, turns_this_run
+from toolrail.providers import bind_tools_for_provider, explain_model_error, with_usage_reporting
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, RawCall, RunFailure
 from toolrail.tools.registry import InvalidToolCall, ToolRegistry
+from toolrail.usage import UNLIMITED, Budget, budget_failure, current_run, model_call, run_total
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a capable assistant with tools. When several tool calls are independent, make them "
@@ -49,12 +56,16 @@ class ModelTimedOut(Exception):
         self.reason = reason
 
 
-def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Speculation,
-                 system_prompt: str = DEFAULT_SYSTEM_PROMPT, limits: RunLimits | None = None):
+def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Speculation, system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+                 *, retry: RetryPolicy = RetryPolicy(), budget: Budget = UNLIMITED, response: ResponseFormat | None = None,
+                 limits: RunLimits | None = None):
     limits = limits or RunLimits()
-    # Strict mode is requested per tool in its schema; parallel calls stay on because toolrail
-    # validates every call itself (OpenAI does not guarantee strict decoding for parallel calls).
-    bound = model.bind_tools(tools.openai_schemas(), parallel_tool_calls=True) if len(tools) else model
+    # Tools go out in the form the model's provider takes, with strict/parallel asked for only
+    # where the provider has them (toolrail/providers.py); toolrail validates every call anyway.
+    bound = bind_tools_for_provider(with_usage_reporting(model), tools)
+    if response is not None:
+        bound = response.bind(bound, model, tools)
+        system_prompt = f"{system_prompt}\n\n{response.instructions()}"
 
     async def planner(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         thread = thread_of(config)
@@ -69,26 +80,62 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
         if seconds_left(run_deadline) <= 0:
             return {**update, "failure": _failure("deadline", "the run passed its deadline (--deadline) before the model's next turn", state)}
         prompt = [SystemMessage(system_prompt), *state["messages"]]
+        run = current_run(state["messages"])
+        earlier = state.get("model_calls") or []
+        spent = run_total(earlier, run)
+        if why := budget.exceeded(spent):
+            return {**update, "failure": budget_failure(why, state), "usage_total": spent}
         started: list[RawCall] = []
-        ids = CallIds(ids_in_thread(state))
-        watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started, run_deadline), ids, limits)
+        discarded: list = []
+        waits: list[dict[str, Any]] = []
+        writer = get_stream_writer()
+        traced = {**config, "run_name": "model", "metadata": {**config.get("metadata", {}), "attempt": state.get("attempts", 0) + 1}}
+        used_ids = ids_in_thread(state)
+        watchers: list[CallWatcher] = []
+
+        def on_wait(event: dict[str, Any]) -> None:
+            waits.append(event)
+            writer(event)
+            discarded.extend(speculation.cancel_turn(thread, started, "the model's request failed and is sent again"))
+
+        async def attempt() -> BaseMessage:
+            ids = CallIds(used_ids)
+            watchers.append(CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started, run_deadline), ids, limits))
+            return await _stream_reply(bound, prompt, traced, watchers[-1], limits, run_deadline)
+
+        turn = sum(1 for m in state["messages"] if m.type == "ai") + 1
+        started_at, clock = time.time(), time.perf_counter()
         try:
-            traced = {**config, "run_name": "model", "metadata": {**config.get("metadata", {}), "attempt": state.get("attempts", 0) + 1}}
-            reply = await _stream_reply(bound, prompt, traced, watcher, limits, run_deadline)
-        except ModelTimedOut as exc:
-            cancelled = speculation.cancel_turn(thread, started, "the model's reply timed out")
-            return {**update, "failure": _failure(exc.reason, str(exc), state), "results": cancelled}
-        except (openai.OpenAIError, httpx.HTTPError, ModelUnavailable) as exc:
-            reason = "model_timeout" if _is_timeout(exc) else "model_error"
-            cancelled = speculation.cancel_turn(thread, started, "the model's stream broke")
-            return {**update, "failure": _failure(reason, _explain(exc), state), "results": cancelled}
+            reply = await call_with_backoff(attempt, retry, on_wait=on_wait, deadline=run_deadline)
+        except GraphBubbleUp:
+            raise
+        except Exception as exc:  # the model boundary: every provider error ends as a structured failure
+            record = model_call(None, run=run, turn=turn, budget=budget, started_at=started_at,
+                                duration_s=time.perf_counter() - clock, waits=waits, status="error")
+            if isinstance(exc, ModelTimedOut):
+                failure, why = _failure(exc.reason, str(exc), state), "the model's reply timed out"
+            else:
+                failure, why = _model_failure(exc, state), "the model's stream broke"
+            return {**update, "failure": failure, "model_calls": [record], "usage_total": run_total([*earlier, record], run),
+                    "results": discarded + speculation.cancel_turn(thread, started, why)}
+        record = model_call(reply, run=run, turn=turn, budget=budget, started_at=started_at,
+                            duration_s=time.perf_counter() - clock, waits=waits)
+        total = run_total([*earlier, record], run)
+        watcher = watchers[-1]
         found = watcher.raw_calls() if watcher.calls else raw_calls(reply)
         if watcher.too_many or len(found) > limits.max_calls_per_turn:
             cancelled = speculation.cancel_turn(thread, started, "the turn had too many calls")
             message = f"the model sent more than {limits.max_calls_per_turn} tool calls in one turn (--max-calls-per-turn); none ran"
-            return {**update, "failure": _failure("call_limit", message, state), "results": cancelled}
-        calls = [ids.assign(_capped(call, limits), position) for position, call in enumerate(found)]
-        return {**update, "messages": [history_message(reply, calls, limits.arguments)], "turn_calls": calls, "failure": None}
+            return {**update, "failure": _failure("call_limit", message, state), "model_calls": [record], "usage_total": total,
+                    "results": discarded + cancelled}
+        calls = [watcher.ids.assign(_capped(call, limits), position) for position, call in enumerate(found)]
+        update.update({"messages": [history_message(reply, calls, limits.arguments)], "turn_calls": calls, "failure": None,
+                       "model_calls": [record], "usage_total": total, "results": discarded})
+        if calls and (why := budget.exceeded(total)):
+            # The reply is kept, so the history shows what was asked, but nothing more runs.
+            update["failure"] = budget_failure(why, state)
+            update["results"] = discarded + speculation.cancel_turn(thread, started, "the run's budget is spent")
+        return update
 
     return planner
 
@@ -221,6 +268,11 @@ async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableC
     return reply
 
 
+def _model_failure(exc: Exception, state: AgentState) -> RunFailure:
+    reason = "model_timeout" if _is_timeout(exc.cause if isinstance(exc, RetriesExhausted) else exc) else "model_error"
+    return RunFailure(reason=reason, message=_explain(exc), attempts=state.get("attempts", 0), errors=[])
+
+
 def _causes(exc: BaseException) -> list[BaseException]:
     chain = []
     while exc is not None and exc not in chain:
@@ -234,27 +286,23 @@ def _is_timeout(exc: BaseException) -> bool:
     chain = _causes(exc)
     if any(isinstance(e, (httpx.ConnectTimeout, httpx.ConnectError)) for e in chain):
         return False
-    return any(isinstance(e, (openai.APITimeoutError, httpx.TimeoutException)) for e in chain)
+    return any(isinstance(e, (openai.APITimeoutError, httpx.TimeoutException, ModelTimeoutError)) for e in chain)
 
 
 def _explain(exc: Exception) -> str:
-    """Say what to do, not just what broke."""
-    if _is_timeout(exc):
-        return f"the model endpoint did not answer in time (read timeout): {exc}"
-    if isinstance(exc, openai.APIConnectionError):
-        url = getattr(getattr(exc, "request", None), "url", "the endpoint")
-        if any(isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError)) for e in _causes(exc)):
-            return (
-                f"cannot reach the model at {url} ({exc}). Is the server running? Check OPENAI_BASE_URL, "
-                "or unset OPENAI_API_KEY and OPENAI_BASE_URL to use the recorded model."
-            )
-        return f"the connection to the model at {url} broke: {exc.__cause__ or exc}"
-    if isinstance(exc, httpx.HTTPError):
-        return f"the model's stream broke: {type(exc).__name__}: {str(exc)[:300]}"
-    if isinstance(exc, openai.AuthenticationError):
-        return "the model endpoint refused the API key (401): check OPENAI_API_KEY."
-    if isinstance(exc, openai.NotFoundError):
-        return f"the endpoint does not know that model or route (404): check --model / TOOLRAIL_MODEL. {exc}"
-    if isinstance(exc, openai.APIStatusError):
-        return f"the model endpoint answered HTTP {exc.status_code}: {exc.message}"
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+    """Say what to do, not just what broke (any provider; see toolrail/providers.py).
+
+    Only a connection that could not be made is "cannot reach the model": a read timeout or a
+    stream that broke after the endpoint answered is said as such."""
+    if isinstance(exc, ModelUnavailable):
+        return str(exc)
+    cause = exc.cause if isinstance(exc, RetriesExhausted) else exc
+    gave_up = f" Gave up: {exc}." if isinstance(exc, RetriesExhausted) else ""
+    chain = _causes(cause)
+    if _is_timeout(cause):
+        return f"the model endpoint did not answer in time (read timeout): {str(cause)[:300]}{gave_up}"
+    connect_failed = any(isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError)) for e in chain)
+    if not connect_failed and any(isinstance(e, (httpx.TransportError, openai.APIConnectionError)) for e in chain):
+        broke = next((e for e in reversed(chain) if isinstance(e, httpx.TransportError)), cause)
+        return f"the connection to the model broke mid-reply: {type(broke).__name__}: {str(broke)[:300]}{gave_up}"
+    return f"{explain_model_error(cause)}{gave_up}"

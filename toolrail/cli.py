@@ -78,7 +78,12 @@ class _Parser(argparse.ArgumentParser):
 def _graph_options() -> argparse.ArgumentParser:
     """Flags shared by every command that runs the graph."""
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--model", help="model name for the OpenAI-compatible endpoint (or TOOLRAIL_MODEL)")
+    options.add_argument("--model", help="provider:name (e.g. anthropic:claude-sonnet-4-5, any LangChain provider) or a bare name for the OpenAI-compatible endpoint (or TOOLRAIL_MODEL)")
+    options.add_argument("--base-url", help="the model endpoint's base URL (local servers, proxies; or OPENAI_BASE_URL / ANTHROPIC_BASE_URL)")
+    options.add_argument("--model-retries", type=_non_negative_int, default=4, help="retries of a 429/5xx model reply, with backoff (default 4)")
+    options.add_argument("--max-tokens-total", type=_positive_int, default=None, help="stop the run (failure 'budget') once it has used this many tokens")
+    options.add_argument("--prices", metavar="FILE.json", help="price table {model: {input, output}} in USD per 1M tokens: adds cost")
+    options.add_argument("--response-schema", metavar="FILE.json", help="JSON Schema the final answer must match (validated, in state as structured_response)")
     options.add_argument("--recorded", action="store_true", help="use the recorded model even if a key is set")
     options.add_argument("--json", action="store_true", help="print the final state as JSON instead of the live view")
     options.add_argument("--db", type=_db_location, default=None, help=f"SQLite file or postgresql:// URL (default: TOOLRAIL_CHECKPOINT_URL, TOOLRAIL_DB or {DEFAULT_DB})")
@@ -177,7 +182,8 @@ async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tup
     from toolrail.sandbox.sessions import SandboxSessions
 
     _check_sandbox_settings(args)
-    model, model_label = model_for_prompt(prompt, args.model, recorded=args.recorded)
+    model, model_label = model_for_prompt(prompt, args.model, recorded=args.recorded, base_url=args.base_url)
+    extras = _model_options(args)
     location = checkpoint_location(args.db)
     sessions = SandboxSessions(
         factory=lambda: make_sandbox(args.sandbox), inputs=_input_files(args.file, model), output_dir=Path(args.out)
@@ -186,7 +192,7 @@ async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tup
         graph = build_graph(
             model=model, tools=_tools(args.tools), checkpointer=checkpointer, max_retries=args.max_retries,
             tool_timeout=args.tool_timeout, max_concurrency=args.max_concurrency,
-            speculative=not args.no_speculation, sandboxes=sessions, ledger=open_ledger(location),
+            speculative=not args.no_speculation, sandboxes=sessions, ledger=open_ledger(location), **extras,
             max_turns=args.max_turns, deadline=args.deadline, model_first_chunk_timeout=args.model_first_chunk_timeout,
             model_chunk_timeout=args.model_chunk_timeout, model_reply_timeout=args.model_reply_timeout,
             max_calls_per_turn=args.max_calls_per_turn, max_argument_bytes=args.max_argument_bytes,
@@ -299,6 +305,30 @@ async def conformance_command(args: argparse.Namespace, console: Console) -> int
     else:
         console.print(conformance_table(report))
     return 0 if report["passed"] else 1
+
+
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Backoff, budget, prices and response schema from the flags; bad files are one line."""
+    from toolrail.backoff import RetryPolicy
+    from toolrail.final_answer import ResponseFormat
+    from toolrail.usage import Budget, load_prices
+
+    options: dict[str, Any] = {"model_retry": RetryPolicy(max_retries=args.model_retries)}
+    prices = load_prices(args.prices) if args.prices else {}
+    options["budget"] = Budget(max_tokens_total=args.max_tokens_total, prices=prices)
+    if args.response_schema:
+        path = Path(args.response_schema)
+        try:
+            schema = json.loads(path.read_text())
+        except OSError as exc:
+            raise CliError(f"--response-schema {path}: cannot read it ({exc.strerror})") from None
+        except ValueError as exc:
+            raise CliError(f"--response-schema {path}: not JSON ({exc})") from None
+        try:
+            options["response_format"] = ResponseFormat(schema if isinstance(schema, dict) else {}, name=None)
+        except (ValueError, TypeError) as exc:
+            raise CliError(f"--response-schema {path}: {exc}") from None
+    return options
 
 
 def _tools(specs: list[str]) -> Any:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolrail.state import CallResult, RawCall, ValidatedCall
+from toolrail.tool_retry import retry_delay
 from toolrail.tools.registry import Tool
 
 DEFAULT_TOOL_TIMEOUT_S = 30.0
@@ -27,12 +28,16 @@ class Outcome:
     content: str
     started_at: float
     duration_s: float
+    attempts: int = 1
 
     def as_result(self, call: ValidatedCall | RawCall, speculative: bool = False) -> CallResult:
-        return CallResult(
+        result = CallResult(
             id=call["id"], name=call["name"], status=self.status, content=self.content,
             started_at=self.started_at, duration_s=round(self.duration_s, 6), speculative=speculative,
         )
+        if self.attempts > 1:
+            result["attempts"] = self.attempts
+        return result
 
 
 class CallExecutor:
@@ -63,16 +68,22 @@ class CallExecutor:
         }
         async with self._cap():
             started, clock = time.time(), time.perf_counter()
-            try:
-                output = await asyncio.wait_for(tool.run(tool.validate(args), self.threads, trace), timeout)
-                status, content = "ok", render_output(output)
-            except asyncio.TimeoutError:
-                status, content = "timeout", f"Error: {tool.name} timed out after {timeout:g}s"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a failing tool must not take the turn down
-                status, content = "error", f"Error: {tool.name} raised {type(exc).__name__}: {exc}"
-            return Outcome(status, content, started, time.perf_counter() - clock)
+            for attempt in range(1, tool.retries + 2):  # retries only on idempotent tools (tool_retry.py)
+                try:
+                    output = await asyncio.wait_for(tool.run(tool.validate(args), self.threads, trace), timeout)
+                    status, content = "ok", render_output(output)
+                    break
+                except asyncio.TimeoutError:
+                    status, content = "timeout", f"Error: {tool.name} timed out after {timeout:g}s"
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a failing tool must not take the turn down
+                    status, content = "error", f"Error: {tool.name} raised {type(exc).__name__}: {exc}"
+                if attempt <= tool.retries:
+                    await asyncio.sleep(retry_delay(attempt))
+            if attempt > 1 and status != "ok":
+                content += f" (after {attempt} attempts)"
+            return Outcome(status, content, started, time.perf_counter() - clock, attempts=attempt)
 
 
 def render_output(output: Any) -> str:

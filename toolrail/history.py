@@ -106,6 +106,7 @@ def _row(snapshot: Any, older: Any | None) -> dict[str, Any]:
     values, before = snapshot.values, (older.values if older else {})
     new_verdicts = values.get("verdicts", [])[len(before.get("verdicts", [])):]
     new_results = values.get("results", [])[len(before.get("results", [])):]
+    new_model_calls = values.get("model_calls", [])[len(before.get("model_calls", [])):]
     last = values.get("messages", [])[-1] if values.get("messages") else None
     calls = [c["name"] for c in getattr(last, "tool_calls", []) or []] if last is not None and last.type == "ai" else []
     return {
@@ -119,6 +120,8 @@ def _row(snapshot: Any, older: Any | None) -> dict[str, Any]:
         "verdicts": [f"{v['name']} {'valid' if v['valid'] else 'invalid'}" for v in new_verdicts],
         "results": [f"{r['name']} {r['status']} {r['duration_s'] * 1000:.1f} ms" for r in new_results],
         "failure": (values.get("failure") or {}).get("reason"),
+        "model_calls": [{k: c[k] for k in ("status", "input_tokens", "output_tokens", "total_tokens", "cost_usd", "waits")} for c in new_model_calls],
+        "usage_total": values.get("usage_total"),
     }
 
 
@@ -129,11 +132,12 @@ async def history_command(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     table = Table(title=f"thread {args.thread}: {len(rows)} checkpoints, newest first")
-    for column in ("step", "checkpoint", "next", "tool calls", "verdicts", "results", "created"):
+    for column in ("step", "checkpoint", "next", "tool calls", "verdicts", "results", "tokens", "created"):
         table.add_column(column)
     for r in rows:
+        tokens = ", ".join(f"{c['total_tokens']}" + (f" after {len(c['waits'])} retries" if c["waits"] else "") for c in r["model_calls"])
         cells = [str(r["step"]), r["checkpoint_id"], ", ".join(r["next"]) or "(end)", ", ".join(r["tool_calls"]),
-                 ", ".join(r["verdicts"]), ", ".join(r["results"]), (r["created_at"] or "")[11:23]]
+                 ", ".join(r["verdicts"]), ", ".join(r["results"]), tokens, (r["created_at"] or "")[11:23]]
         table.add_row(*(Text(c) for c in cells))
     Console(width=max(console.width, 160)).print(table)
     return 0
@@ -161,7 +165,8 @@ async def trace_command(args: argparse.Namespace, console: Console) -> int:
     events = timeline(values)
     nodes = [(s.metadata.get("step"), list(s.next)) for s in reversed(snapshots)]
     if args.json:
-        print(json.dumps({"thread": args.thread, "steps": nodes, "events": events}, indent=2))
+        print(json.dumps({"thread": args.thread, "steps": nodes, "events": events,
+                          "model_calls": values.get("model_calls", []), "usage_total": values.get("usage_total")}, indent=2))
         return 0
     console = Console(width=max(console.width, 120))
     console.print(Text(f"thread {args.thread} · {len(snapshots)} checkpoints · times relative to the first call", style="bold"))
@@ -179,6 +184,15 @@ async def trace_command(args: argparse.Namespace, console: Console) -> int:
         bar = " " * start + ("█" if e["status"] == "ok" else "░") * length
         flags = (" speculative" if e["speculative"] else "") + (" sandbox" if e["kind"] == "sandbox" else "")
         console.print(Text(f"{e['name'][:18]:>18} |{bar:<{width}}| {e['start_ms']:7.1f} +{e['duration_ms']:.1f} ms {e['status']}{flags}"))
+    from toolrail.render import model_retry_line, usage_line
+
+    for number, model_call in enumerate(values.get("model_calls", []), 1):
+        for wait in model_call["waits"]:
+            console.print(Text(model_retry_line(wait), style="yellow"))
+        console.print(Text(f"model call {number} (run {model_call['run']}, turn {model_call['turn']}): {model_call['status']}, "
+                           f"{model_call['input_tokens']} in + {model_call['output_tokens']} out tokens, {model_call['duration_s'] * 1000:.0f} ms"))
+    if values.get("usage_total"):
+        console.print(Text(usage_line(values["usage_total"])))
     if values.get("failure"):
         console.print(Text(f"stopped: {values['failure']['reason']}: {values['failure']['message']}", style="red"))
     return 0

@@ -7,7 +7,8 @@ invalid with a short error the model can act on.
 
 The deadline is per run: it starts at the run's first turn (kept in state as `deadline_at`,
 so every node and every worker sees the same one) unless the caller sets
-`config["configurable"]["deadline_at"]` (the CLI does: a resume gets a deadline of its own).
+`config["configurable"]["deadline_at"]` (or `"deadline"`; a Unix time — the CLI does: a resume
+gets a deadline of its own).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def turns_this_run(messages: list[BaseMessage]) -> int:
 
 def deadline_at(config: Any, state_deadline: float | None) -> float | None:
     """The run's deadline (epoch seconds): the caller's, else the one the run started with."""
-    configured = ((config or {}).get("configurable") or {}).get("deadline_at")
+    configurable = (config or {}).get("configurable") or {}
+    configured = configurable.get("deadline_at", configurable.get("deadline"))
     return float(configured) if configured is not None else state_deadline
 
 

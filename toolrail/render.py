@@ -47,7 +47,8 @@ class RunRenderer:
         calls = update.get("turn_calls") or []
         if not calls:
             return
-        self.print(Text(f"\nplanner · turn {self.turn} · {len(calls)} tool call(s)", style="bold"))
+        tokens = "".join(f" · {c['total_tokens']} tokens" for c in update.get("model_calls", []) if c.get("reported"))
+        self.print(Text(f"\nplanner · turn {self.turn} · {len(calls)} tool call(s){tokens}", style="bold"))
         for call in calls:
             code = _code_of(call)
             if code is None:
@@ -78,6 +79,7 @@ class RunRenderer:
             style = "green" if result["status"] == "ok" else "red"
             preview = result["content"] if len(result["content"]) < 100 else result["content"][:97] + "..."
             flag = " (speculative)" if result.get("speculative") else ""
+            flag += f" after {result['attempts']} attempts" if result.get("attempts") else ""
             self.print(Text(f"  ⚙ {result['name']} {result['status']} in {result['duration_s'] * 1000:.1f} ms{flag}: {preview}", style=style))
             for path in result.get("sandbox", {}).get("saved", []):
                 self.print(Text(f"    ⇩ produced file saved to {path}", style="bold cyan"))
@@ -93,6 +95,8 @@ class RunRenderer:
         self.batch = []
 
     def _custom(self, chunk: Any) -> None:
+        if isinstance(chunk, dict) and chunk.get("type") == "model_retry":
+            self.print(Text(model_retry_line(chunk), style="yellow"))
         if isinstance(chunk, dict) and chunk.get("type") == "speculative_start":
             self.print(Text(f"  ⚡ {chunk['name']} started while the model is still streaming", style="magenta"))
         if isinstance(chunk, dict) and chunk.get("type") == "sandbox_output":
@@ -109,8 +113,13 @@ class RunRenderer:
     def finish(self, state: dict, db_path: Path) -> None:
         self._close_batch()
         answer = final_answer(state)
-        if answer and not state.get("failure"):
+        if state.get("structured_response") is not None and not state.get("failure"):
+            body = Syntax(json.dumps(state["structured_response"], indent=2, ensure_ascii=False), "json", theme="ansi_dark")
+            self.print(Panel(body, title="answer (validated against the response schema)", border_style="green"))
+        elif answer and not state.get("failure"):
             self.print(Panel(Markdown(answer), title="answer", border_style="green"))
+        if state.get("usage_total"):
+            self.print(Text(usage_line(state["usage_total"]), style="dim"))
         self.print(Text(f"thread {self.thread_id} · checkpoints in {db_path} · continue with: toolrail run --thread {self.thread_id} \"...\"", style="dim"))
 
 
@@ -128,11 +137,26 @@ def _code_of(call: dict) -> str | None:
     return code if isinstance(code, str) else None
 
 
+def model_retry_line(event: dict) -> str:
+    """One backoff wait, as the CLI and the trace show it."""
+    why = "as Retry-After asks" if event.get("retry_after") else "backoff with jitter"
+    what = f"answered HTTP {event['status']}" if event.get("status") else f"could not be reached ({event.get('error')})"
+    return f"  ⏳ model {what}: retry {event['retry']}/{event['of']} in {event['wait_s']:.2f} s ({why})"
+
+
+def usage_line(total: dict) -> str:
+    cost = f" · ${total['cost_usd']:.6f}" if total.get("cost_usd") is not None else ""
+    retries = f" · {total['retries']} model retries" if total.get("retries") else ""
+    return (f"usage: {total['model_calls']} model call(s) · {total['total_tokens']} tokens "
+            f"({total['input_tokens']} in, {total['output_tokens']} out){cost}{retries}")
+
+
 def final_answer(state: dict) -> str | None:
     messages = state.get("messages") or []
     last = messages[-1] if messages else None
     if last is not None and last.type == "ai" and not getattr(last, "tool_calls", None):
-        return str(last.content)
+        # Providers like Anthropic answer in content blocks: the text is what the user reads.
+        return last.text if isinstance(last.content, list) else str(last.content)
     return None
 
 

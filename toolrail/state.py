@@ -53,15 +53,45 @@ class CallResult(TypedDict):
     duration_s: float
     speculative: bool
     sandbox: NotRequired[dict[str, Any]]  # sandbox runs: the structured RunResult and saved files
+    attempts: NotRequired[int]  # tools with retries=N: how many runs it took (only when > 1)
 
 
 class RunFailure(TypedDict):
     """Why a run stopped without an answer; a structured end, never an exception."""
 
-    reason: Literal["retry_budget_exhausted", "model_error", "model_timeout", "turn_limit", "deadline", "call_limit"]
+    reason: Literal["retry_budget_exhausted", "model_error", "budget", "model_timeout", "turn_limit", "deadline", "call_limit"]
     message: str
     attempts: int
     errors: list[CallVerdict]
+
+
+class ModelCall(TypedDict):
+    """One model request of the planner: tokens, cost, and the backoff waits before it."""
+
+    run: int  # which run of the thread (numbered by user messages)
+    turn: int
+    status: Literal["ok", "error"]
+    model: str
+    reported: bool  # False: the provider sent no usage for this call
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: float | None  # None: no price known for the model
+    started_at: float
+    duration_s: float
+    waits: list[dict[str, Any]]  # each backoff wait: status, wait_s, retry_after
+
+
+class UsageTotal(TypedDict):
+    """The current run's model usage, summed."""
+
+    run: int
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: float | None
+    retries: int
 
 
 class AgentState(TypedDict, total=False):
@@ -77,6 +107,11 @@ class AgentState(TypedDict, total=False):
     # Every executed call of the run, with timing.
     results: Annotated[list[CallResult], operator.add]
     failure: RunFailure | None
+    # Every model request of the thread, and the current run's totals.
+    model_calls: Annotated[list[ModelCall], operator.add]
+    usage_total: UsageTotal
+    # With response_format: the final answer, validated, as JSON.
+    structured_response: dict[str, Any] | None
     # When the current run must end (epoch seconds), set at its first turn (toolrail/limits.py).
     deadline_at: float | None
 

@@ -67,6 +67,13 @@ class Tool:
     strict: bool = True
     wire_name: str | None = None  # provider-legal alias when `name` is not
     source_schema: dict[str, Any] = field(default_factory=dict)  # the args model's own schema
+    retries: int = 0  # re-runs after a raised error or timeout (toolrail/tool_retry.py)
+    idempotent: bool | None = None  # None: idempotent unless it has side effects
+
+    def __post_init__(self) -> None:
+        from toolrail.tool_retry import check_retry_settings
+
+        check_retry_settings(self)
 
     def openai_schema(self) -> dict[str, Any]:
         function = {
@@ -155,6 +162,8 @@ def tool_from_function(
     speculative: bool = True,
     side_effects: bool = False,
     target: Target = "tools",
+    retries: int = 0,
+    idempotent: bool | None = None,
 ) -> Tool:
     """Build a Tool from a typed function (hints + Google-style docstring) or an explicit model."""
     is_async = _is_coroutine(func)
@@ -177,6 +186,8 @@ def tool_from_function(
         speculative=speculative,
         side_effects=side_effects,
         target=target,
+        retries=retries,
+        idempotent=idempotent,
     )
 
 

@@ -40,6 +40,8 @@ class ScriptedReply:
     tail_delay_s: float = 0.0  # streaming: pause after the last call, before the stream ends
     http_status: int = 200
     fail_mid_stream: bool = False  # streaming: drop the connection after the calls
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. {"Retry-After": "1"} on a 429
+    usage: tuple[int, int] = (10, 10)  # (input, output) tokens the server reports
     omit_ids: bool = False  # send tool calls without an `id`, as several OpenAI-compatible servers do
     endless: bool = False  # streaming: after the calls, send content tokens until the client hangs up
     keepalive_s: float = 0.0  # streaming: first send SSE `: keep-alive` comments for this long
@@ -58,6 +60,7 @@ def calls(*scripted: ScriptedCall, **kw: Any) -> ScriptedReply:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 512  # the listen backlog: load tests open hundreds of connections at once
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients killed on purpose (crash tests) reset their connections: not an error here."""
         import sys
@@ -68,6 +71,8 @@ class _QuietServer(ThreadingHTTPServer):
 
 class OpenAICompatibleServer:
     """`with OpenAICompatibleServer([reply, ...]) as server:` then use `server.base_url`."""
+
+    route = "/chat/completions"
 
     def __init__(self, replies: list[ScriptedReply] | Callable[[dict], ScriptedReply] | None = None):
         self._script = replies if callable(replies) else list(replies or [])
@@ -119,45 +124,42 @@ class OpenAICompatibleServer:
                     body = json.loads(self.rfile.read(length) or b"{}")
                 except json.JSONDecodeError:
                     return self._json(400, {"error": {"message": "request body is not JSON"}})
-                if not self.path.endswith("/chat/completions"):
+                if not self.path.split("?")[0].endswith(server.route):
                     return self._json(404, {"error": {"message": f"no route {self.path}"}})
                 reply = server._next_reply(body)
                 if reply is None:
-                    return self._json(500, {"error": {"message": "the script has no more replies", "type": "script_exhausted"}})
+                    return self._json(500, server.error_body(500, "the script has no more replies"))
                 time.sleep(reply.delay_s)
                 if reply.http_status != 200:
-                    return self._json(reply.http_status, {"error": {"message": "scripted error", "type": "server_error"}})
+                    return self._json(reply.http_status, server.error_body(reply.http_status, "scripted error"), reply.headers)
                 if body.get("stream"):
-                    return self._stream(body, reply)
-                self._json(200, _completion(body, reply))
+                    return self._stream(server.sse_frames(body, reply))
+                self._json(200, server.completion(body, reply))
 
-            def _json(self, status: int, payload: dict) -> None:
+            def _json(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, body: dict, reply: ScriptedReply) -> None:
+            def _stream(self, frames: Iterator[tuple[str | None, float]]) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 try:
-                    trickle_until = time.monotonic() + reply.keepalive_s
-                    while time.monotonic() < trickle_until:  # comments only: no data chunk at all
-                        self._chunk(b": keep-alive\n\n")
-                        time.sleep(0.05)
-                    for event, pause in _sse_events(body, reply):
+                    for frame, pause in frames:
                         time.sleep(pause)
-                        if event is None:  # scripted connection drop, mid-body
+                        if frame is None:  # scripted connection drop, mid-body
                             self.wfile.flush()
                             self.close_connection = True
                             self.connection.shutdown(socket.SHUT_RDWR)
                             return
-                        self._chunk(f"data: {event}\n\n".encode())
-                    self._chunk(b"data: [DONE]\n\n")
+                        self._chunk(frame.encode())
                     self._chunk(b"")
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client went away mid-stream (tests kill clients on purpose)
@@ -169,6 +171,22 @@ class OpenAICompatibleServer:
                 self.wfile.flush()
 
         return Handler
+
+    # --- the wire format; the Anthropic server overrides these three ---
+
+    def error_body(self, status: int, message: str) -> dict:
+        return {"error": {"message": message, "type": "script_exhausted" if status == 500 and "script" in message else "server_error"}}
+
+    def completion(self, body: dict, reply: ScriptedReply) -> dict:
+        return _completion(body, reply)
+
+    def sse_frames(self, body: dict, reply: ScriptedReply) -> Iterator[tuple[str | None, float]]:
+        for _ in range(int(reply.keepalive_s / 0.05)):  # comments only: no data chunk at all
+            yield ": keep-alive\n\n", 0.05
+        for event, pause in _sse_events(body, reply):
+            yield (None if event is None else f"data: {event}\n\n"), pause
+        if not reply.fail_mid_stream:
+            yield "data: [DONE]\n\n", 0.0
 
 
 def _ids(reply: ScriptedReply) -> list[str | None]:
@@ -192,8 +210,13 @@ def _completion(body: dict, reply: ScriptedReply) -> dict:
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
         "model": body.get("model", "scripted"),
         "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+        "usage": _usage(reply),
     }
+
+
+def _usage(reply: ScriptedReply) -> dict:
+    prompt, completion = reply.usage
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _sse_events(body: dict, reply: ScriptedReply) -> Iterator[tuple[str | None, float]]:
@@ -220,5 +243,5 @@ def _sse_events(body: dict, reply: ScriptedReply) -> Iterator[tuple[str | None, 
         yield chunk({"content": "more "}), max(reply.fragment_delay_s, 0.005)
     yield chunk({}, "tool_calls" if reply.tool_calls else "stop"), reply.tail_delay_s
     if (body.get("stream_options") or {}).get("include_usage"):
-        usage = {**base, "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+        usage = {**base, "choices": [], "usage": _usage(reply)}
         yield json.dumps(usage), 0.0
