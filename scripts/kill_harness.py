@@ -1,7 +1,7 @@
 """Crash-resume harness: SIGKILL real `toolrail run` processes at random moments, resume them,
 and prove from a side-effect ledger that no result was lost and no side effect happened twice.
 
-    python scripts/kill_harness.py --runs 12 [--seed 7] [--db postgresql://...] [--omit-ids] [--json]
+    python scripts/kill_harness.py --runs 12 [--seed 7] [--db postgresql://...] [--omit-ids] [--signal TERM] [--json]
 
 `--omit-ids`: the endpoint sends tool calls without ids (as several OpenAI-compatible servers
 do) and the model charges in two turns, so calls that a provider would number `call_0`, `call_1`
@@ -98,7 +98,8 @@ def whole_run_seconds(workdir: Path, db: str, env: dict, omit_ids: bool = False)
     return time.monotonic() - started
 
 
-def one_run(index: int, workdir: Path, db: str, env: dict, rng: random.Random, run_seconds: float, omit_ids: bool = False) -> dict:
+def one_run(index: int, workdir: Path, db: str, env: dict, rng: random.Random, run_seconds: float, omit_ids: bool = False,
+            kill_signal: int = signal.SIGKILL) -> dict:
     thread = f"{'noid' if omit_ids else 'kill'}-{index}"
     flags = flags_for(db)
     process = subprocess.Popen(
@@ -108,7 +109,7 @@ def one_run(index: int, workdir: Path, db: str, env: dict, rng: random.Random, r
     delay = rng.uniform(0.3, 1.1) * run_seconds  # most of it is start-up; the tools run near the end
     time.sleep(delay)
     killed = process.poll() is None
-    process.send_signal(signal.SIGKILL)
+    process.send_signal(kill_signal)
     process.wait()
     effects_before_kill = sum(f" {thread} " in line for line in Path(env["TOOLRAIL_HARNESS_LEDGER"]).read_text().splitlines())
     resumes = 0
@@ -133,7 +134,7 @@ def one_run(index: int, workdir: Path, db: str, env: dict, rng: random.Random, r
     }
 
 
-def harness(runs: int, seed: int, db: str | None = None, omit_ids: bool = False) -> dict:
+def harness(runs: int, seed: int, db: str | None = None, omit_ids: bool = False, kill_signal: int = signal.SIGKILL) -> dict:
     """Kill and resume `runs` runs checkpointed in `db` (default: a fresh SQLite file)."""
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as folder, OpenAICompatibleServer(reply_for) as server:
@@ -144,7 +145,7 @@ def harness(runs: int, seed: int, db: str | None = None, omit_ids: bool = False)
         env.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="harness", TOOLRAIL_HARNESS_LEDGER=str(ledger))
         db = db or str(workdir / "runs.sqlite")
         run_seconds = whole_run_seconds(workdir, db, env, omit_ids)
-        results = [one_run(i, workdir, db, env, rng, run_seconds, omit_ids) for i in range(runs)]
+        results = [one_run(i, workdir, db, env, rng, run_seconds, omit_ids, kill_signal) for i in range(runs)]
         effects = collections.Counter(ledger.read_text().splitlines())
     duplicates = {line: n for line, n in effects.items() if n > 1}
     return {
@@ -170,9 +171,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--db", help="checkpoint database (default: a fresh SQLite file); postgresql://... for Postgres")
     parser.add_argument("--omit-ids", action="store_true", help="the endpoint sends no tool-call ids; two turns of charges")
+    parser.add_argument("--signal", default="KILL", choices=["KILL", "TERM", "INT"], help="how runs are stopped (default SIGKILL)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    report = harness(args.runs, args.seed, args.db, args.omit_ids)
+    report = harness(args.runs, args.seed, args.db, args.omit_ids, getattr(signal, f"SIG{args.signal}"))
     summary = {k: v for k, v in report.items() if k not in ("details", "duplicates")}
     print(json.dumps(report if args.json else {**summary, "seed": args.seed}, indent=2))
     ok = (report["lost_results"] == 0 and report["wrong_results"] == 0 and report["duplicate_side_effects"] == 0

@@ -25,6 +25,15 @@ def test_sigkill_at_random_moments_loses_no_result_and_repeats_no_side_effect():
     assert report["killed_mid_run"] >= 1, "the harness must actually kill runs in flight"
 
 
+def test_a_sigtermed_run_stays_resumable_and_repeats_no_side_effect():
+    import signal
+
+    report = _harness().harness(runs=2, seed=random.randrange(1 << 30), kill_signal=signal.SIGTERM)
+    assert report["finished"] == report["runs"], report["details"]
+    assert report["lost_results"] == 0 and report["wrong_results"] == 0, report["details"]
+    assert report["duplicate_side_effects"] == 0, report["duplicates"]
+
+
 def test_with_provider_ids_omitted_no_call_is_ever_answered_with_another_calls_result():
     report = _harness().harness(runs=3, seed=random.randrange(1 << 30), omit_ids=True)
     assert report["finished"] == report["runs"], report["details"]
