@@ -143,3 +143,25 @@ def test_a_killed_owner_does_not_block_its_thread(tmp_path):
         owner.wait()
         again = toolrail("run", "--thread", "T", "question again", tmp_path=tmp_path, env=_live_env(server))
     assert again.returncode == 0, again.stderr
+
+
+async def test_a_lock_held_on_another_host_blocks_until_its_heartbeat_is_older_than_the_lease(tmp_path):
+    import sqlite3
+
+    from toolrail.thread_lock import LEASE_S, ThreadBusy, _connect, thread_lock
+
+    path = tmp_path / "runs.sqlite"
+
+    def held_elsewhere(heartbeat_age_s: float) -> None:
+        with _connect(path) as db:
+            db.execute("INSERT OR REPLACE INTO toolrail_thread_locks VALUES ('T', 'other', 'another-host', 1, 'pid 1 on another-host', ?)",
+                       (time.time() - heartbeat_age_s,))
+
+    held_elsewhere(1)
+    with pytest.raises(ThreadBusy, match="pid 1 on another-host"):
+        async with thread_lock(str(path), "T"):
+            pass
+    held_elsewhere(LEASE_S + 1)  # that owner stopped beating: taken over
+    async with thread_lock(str(path), "T"):
+        pass
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM toolrail_thread_locks").fetchone() == (0,)  # released
