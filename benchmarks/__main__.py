@@ -19,6 +19,15 @@ BENCHMARKS = {
     "validation": ("one typical call", lambda: core.bench_validation()),
     "graph_overhead": ("trip example, zero-latency model, SQLite", lambda: core.bench_graph_overhead()),
 }
+
+
+def _json_schema_validation() -> dict[str, Any]:
+    from benchmarks.json_schema_bench import bench_json_schema_validation
+
+    return bench_json_schema_validation()
+
+
+BENCHMARKS["json_schema_validation"] = ("an MCP-style JSON Schema tool ($ref, anyOf, defaults)", _json_schema_validation)
 # Ratios worth a headline, per benchmark: (key, how to read it).
 HEADLINES = {
     "fan_out": [("tool_phase_over_slowest_call", "tool phase wall / slowest call (1.0 = perfect overlap)"),
@@ -27,6 +36,8 @@ HEADLINES = {
                     ("speculative_over_sequential", "with speculation / fully sequential")],
     "validation": [("toolrail_over_jsonschema", "toolrail validate / jsonschema validate")],
     "graph_overhead": [("toolrail_over_bare", "toolrail graph / bare LangGraph graph")],
+    "json_schema_validation": [("toolrail_over_jsonschema", "toolrail validate / jsonschema validate"),
+                               ("toolrail_over_jsonschema_rs", "toolrail validate / jsonschema-rs validate")],
     "sandbox": [("cold_p50_over_subprocess", "cold start to first output / python -c (p50)"),
                 ("cold_p95_over_subprocess", "cold start to first output / python -c (p95)"),
                 ("warm_p50_over_subprocess", "warm call / python -c (p50)"),

@@ -18,3 +18,10 @@ async def test_graph_overhead_benchmark_runs_both_graphs_with_sqlite():
 def test_validation_benchmark_compares_with_jsonschema():
     figures = core.bench_validation(n=50)
     assert figures["toolrail_us"] > 0 and figures["jsonschema_us"] > 0
+
+
+def test_json_schema_validation_benchmark_compares_the_compiled_tool_with_schema_validators():
+    from benchmarks.json_schema_bench import bench_json_schema_validation
+
+    figures = bench_json_schema_validation(n=50)
+    assert figures["toolrail_us"] > 0 and figures["jsonschema_us"] > 0 and figures["jsonschema_rs_us"] > 0

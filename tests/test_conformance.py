@@ -13,6 +13,7 @@ from toolrail import conformance as harness
 from toolrail.tools.registry import Tool
 
 SUITE = Path(__file__).resolve().parents[1].parent / "shared" / "bfcl"
+LIVE_SUITE = SUITE.parent / "bfcl-live"
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,42 @@ def test_every_bfcl_case_passes_and_every_mutant_is_rejected(suite_folder, tmp_p
     assert total["failures"] == [], total["failures"][:5]
     assert total["accepted"] == total["cases"] and total["rejected"] == total["mutants"] > 5000
     assert done.returncode == 0
+
+
+def test_every_bfcl_live_java_and_javascript_case_passes_and_conflicts_are_named(tmp_path):
+    assert LIVE_SUITE.is_dir(), f"the BFCL live suite must be at {LIVE_SUITE}"
+    done = subprocess.run(
+        [sys.executable, "-m", "toolrail.cli", "conformance", str(LIVE_SUITE), "--json"],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )
+    report = json.loads(done.stdout)
+    categories = report["categories"]
+    assert {k: v["cases"] for k, v in categories.items()} == {
+        "live_simple": 258, "live_multiple": 1053, "live_parallel": 16, "live_parallel_multiple": 24,
+        "simple_java": 100, "simple_javascript": 50,
+    }
+    total = report["total"]
+    assert total["failures"] == [], total["failures"][:5]
+    assert total["accepted"] == total["cases"] and total["rejected"] == total["mutants"] > 8000
+    # Ground truth that contradicts its own schema is refused, named, and counted: never a crash.
+    assert {"live_simple_106-63-0", "live_multiple_507-149-4", "live_multiple_964-207-0"} <= set(total["schema_conflicts"])
+    assert done.returncode == 0
+
+
+def test_array_enums_compile_to_arrays_of_enum_values_and_java_types_map_as_bfcl_does():
+    cases = {c.id: c for c in harness.load_suite(LIVE_SUITE, ["live_simple", "simple_java"])}
+    array_enum = next(
+        (c, f, p) for c in cases.values() for f in c.functions
+        for p, s in f["parameters"]["properties"].items() if s.get("type") == "array" and "enum" in s
+    )
+    case, function, param = array_enum
+    tools = harness.registry_from_json_schemas([function])
+    wire = tools.get(function["name"]).parameters["properties"][param]
+    items = (wire.get("anyOf", [wire])[0])["items"]
+    assert items["enum"] == function["parameters"]["properties"][param]["enum"]
+    java = harness.language_definitions(cases["simple_java_1"].functions, "java")[0]["parameters"]["properties"]
+    assert {p["type"] for p in java.values()} == {"string"}
+    assert "This is Java boolean type parameter in string representation." in java["useShortName"]["description"]
 
 
 async def test_the_harness_catches_a_validator_that_lets_mutants_through(suite_folder, monkeypatch):

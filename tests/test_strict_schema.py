@@ -98,7 +98,7 @@ def test_tuples_and_untyped_values_are_refused():
         tool_from_function(anything)
 
 
-def test_value_only_keywords_are_dropped_from_the_wire_but_still_enforced():
+def test_value_only_keywords_are_dropped_from_the_wire_but_still_enforced_and_described():
     class Args(BaseModel):
         code: str = Field(min_length=3, max_length=3, description="IATA code")
 
@@ -106,6 +106,7 @@ def test_value_only_keywords_are_dropped_from_the_wire_but_still_enforced():
     registry.register(lambda code: code, name="airport", description="Look up an airport.", args_model=Args)
     tool = registry.get("airport")
     assert "minLength" not in tool.parameters["properties"]["code"]
+    assert tool.parameters["properties"]["code"]["description"] == "IATA code (at least 3 characters; at most 3 characters)"
     with pytest.raises(InvalidToolCall, match="code"):
         tool.validate({"code": "JFKX"})
 

@@ -106,7 +106,15 @@ def _graph_options() -> argparse.ArgumentParser:
     options.add_argument("--max-argument-depth", type=_positive_int, default=DEFAULT_MAX_ARGUMENT_DEPTH, help=f"nesting of one call's arguments (default {DEFAULT_MAX_ARGUMENT_DEPTH})")
     options.add_argument("--no-sandbox-rebuild", action="store_true", help="a resumed thread's sandbox starts empty instead of re-running its completed cells")
     options.add_argument("--wait", action="store_true", help="if another process is running this thread, wait for it instead of refusing")
+    _mcp_options(options)
     return options
+
+
+def _mcp_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mcp", action="append", default=[], metavar="'COMMAND ARGS' | URL",
+                        help="also offer an MCP server's tools: a command (stdio) or an http(s) URL (streamable HTTP); repeatable")
+    parser.add_argument("--mcp-startup-timeout", type=_positive_float, default=20.0, metavar="S",
+                        help="seconds an MCP server has to start and list its tools (default 20)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         inspect.add_argument("thread")
         inspect.add_argument("--db", type=_db_location, default=None, help="SQLite file or postgresql:// URL")
         inspect.add_argument("--json", action="store_true", help="print as JSON")
+    listing = commands.add_parser("tools", help="list the tools a run would offer, with their strict schemas")
+    listing.add_argument("--tools", action="append", default=[], metavar="MODULE:NAME", help="also list this ToolRegistry's tools")
+    _mcp_options(listing)
+    listing.add_argument("--json", action="store_true", help="print the tools' wire schemas as JSON")
     suite = commands.add_parser("conformance", help="run a BFCL-format suite through the graph")
     suite.add_argument("path", help="folder with BFCL_v4_<category>.json and possible_answer/")
     suite.add_argument("--category", action="append", default=[], help="only these categories (repeatable)")
@@ -166,7 +178,7 @@ async def _dispatch(args: argparse.Namespace, console: Console) -> int:
 
     commands = {
         "run": run_command, "resume": resume_command, "replay": replay_command, "fork": fork_command,
-        "conformance": conformance_command,
+        "conformance": conformance_command, "tools": tools_command,
         "history": history.history_command, "trace": history.trace_command,
     }
     return await commands[args.command](args, console)
@@ -188,9 +200,9 @@ async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tup
     sessions = SandboxSessions(
         factory=lambda: make_sandbox(args.sandbox), inputs=_input_files(args.file, model), output_dir=Path(args.out)
     )
-    async with open_checkpointer(location) as checkpointer, sessions:
+    async with open_checkpointer(location) as checkpointer, sessions, _offered_tools(args) as tools:
         graph = build_graph(
-            model=model, tools=_tools(args.tools), checkpointer=checkpointer, max_retries=args.max_retries,
+            model=model, tools=tools, checkpointer=checkpointer, max_retries=args.max_retries,
             tool_timeout=args.tool_timeout, max_concurrency=args.max_concurrency,
             speculative=not args.no_speculation, sandboxes=sessions, ledger=open_ledger(location), **extras,
             max_turns=args.max_turns, deadline=args.deadline, model_first_chunk_timeout=args.model_first_chunk_timeout,
@@ -303,8 +315,46 @@ async def conformance_command(args: argparse.Namespace, console: Console) -> int
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        # Piped output has no terminal width (Rich assumes 80): give the table the room it needs.
+        if not console.is_terminal:
+            console.width = max(console.width, 100)
         console.print(conformance_table(report))
     return 0 if report["passed"] else 1
+
+
+@asynccontextmanager
+async def _offered_tools(args: argparse.Namespace) -> AsyncIterator[Any]:
+    """The default tools, --tools registries and --mcp servers' tools (connected while in use)."""
+    from toolrail.tools.mcp_tools import mcp_tools
+    from toolrail.tools.registry import all_tools
+
+    local = _tools(args.tools)
+    if not args.mcp:
+        yield local
+        return
+    async with mcp_tools(*args.mcp, startup_timeout=args.mcp_startup_timeout, call_timeout=getattr(args, "tool_timeout", 30.0),
+                         taken_names=[n for t in local for n in (t.name, t.wire_name) if n]) as remote:
+        yield all_tools(local, remote)
+
+
+async def tools_command(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    async with _offered_tools(args) as tools:
+        if args.json:
+            print(json.dumps([t.openai_schema() for t in tools], indent=2))
+            return 0
+        table = Table(title=f"{len(tools)} tools")
+        for column in ("tool", "strict", "runs", "arguments"):
+            table.add_column(column)
+        for tool in tools:
+            runs = "side effects (ledger, never speculative)" if tool.side_effects else ("speculative" if tool.speculative else "after the reply")
+            arguments = ", ".join(tool.parameters.get("properties", {}))
+            table.add_row(tool.wire_name or tool.name, "yes" if tool.strict else "no", runs, arguments)
+        if not console.is_terminal:
+            console.width = max(console.width, 120)
+        console.print(table)
+    return 0
 
 
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:

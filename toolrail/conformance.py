@@ -104,8 +104,11 @@ async def run_case(case: Case) -> tuple[bool, list[tuple[str, bool, str]], int, 
     from toolrail.graphs.agent import build_graph
 
     received: list[tuple[str, dict]] = []
-    tools = registry_from_json_schemas(case.functions, lambda name: _Stub(name, received))
-    truth = [_truth_call(tools, call, f"call_{i}") for i, call in enumerate(case.ground_truth)]
+    language = _language(case.category)
+    functions = language_definitions(case.functions, language) if language else case.functions
+    ground_truth = [_language_call(call, language) for call in case.ground_truth] if language else case.ground_truth
+    tools = registry_from_json_schemas(functions, lambda name: _Stub(name, received))
+    truth = [_truth_call(tools, call, f"call_{i}") for i, call in enumerate(ground_truth)]
     model = _ScriptedByPrompt(transcript=Transcript(name=case.id, description="conformance", prompt="", turns=[]), chunk_delay_s=0.0)
     scripts: dict[str, list[RecordedTurn]] = {"truth": [RecordedTurn(tool_calls=[c for c, _ in truth]), RecordedTurn(content="done")]}
     conflicted = [(c.id, e["conflicts"]) for c, e in truth if e["conflicts"]]
@@ -125,6 +128,49 @@ async def run_case(case: Case) -> tuple[bool, list[tuple[str, bool, str]], int, 
         why = _check_mutant(state, expectation, received)
         outcomes.append((expectation["mutation"], why is None, why or ""))
     return not problems, outcomes, sum(not t.strict for t in tools), problems, bool(conflicted)
+
+
+def _language(category: str) -> str | None:
+    return next((lang for lang in ("javascript", "java") if category.endswith(lang)), None)
+
+
+def language_definitions(functions: list[dict[str, Any]], language: str) -> list[dict[str, Any]]:
+    """BFCL's own pre-processing of Java and JavaScript definitions (`bfcl_eval/utils.py`,
+    `_func_doc_language_specific_pre_processing`): every parameter is sent as a string holding a
+    value in that language's syntax, its declared type moves into the description."""
+    label = {"java": "Java", "javascript": "JavaScript"}[language]
+    out = []
+    for function in functions:
+        function = json.loads(json.dumps(function))
+        function["description"] = f"{function.get('description', '')} Note that the provided function is in {label}."
+        for prop in (function.get("parameters") or {}).get("properties", {}).values():
+            kind = prop.get("type")
+            description = prop.get("description", "")
+            if kind == "any":
+                description += f" This parameter can be of any type of {label} object in string representation."
+            else:
+                description += f" This is {label} {kind} type parameter in string representation."
+            items = prop.pop("items", None)
+            if kind in ("ArrayList", "Array", "array") and isinstance(items, dict):
+                description += f" The list elements are of type {items.get('type')}; they are not in string representation."
+            entries = prop.pop("properties", None) if language == "javascript" and kind == "dict" else None
+            if entries is not None:
+                description += f" The dictionary entries have the following schema; they are not in string representation. {json.dumps(entries)}"
+            prop.pop("required", None) if kind in ("dict", "HashMap") else None
+            prop["type"], prop["description"] = "string", description
+        out.append(function)
+    return out
+
+
+def _language_call(call: dict[str, dict[str, list[Any]]], language: str) -> dict[str, dict[str, list[Any]]]:
+    """Ground truth as a model answering those definitions sends it: each value in its string form."""
+    def as_string(value: Any) -> Any:
+        if value == "" or isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return json.dumps(value)
+    return {name: {param: [as_string(v) for v in values] for param, values in accepted.items()} for name, accepted in call.items()}
 
 
 def _keys(mutants: list) -> list[str]:
@@ -152,10 +198,34 @@ def _truth_call(tools: ToolRegistry, call: dict[str, dict[str, list[Any]]], call
     for param, choices in options.items():
         sent[param] = next((c for c in choices if param not in _rejected_fields(tool, {**sent, param: c})), choices[0])
     conflicts = sorted(_rejected_fields(tool, sent))
-    defaults = {(i.alias or n): to_jsonable_python(i.default) for n, i in tool.args_model.model_fields.items() if not i.is_required()}
-    expected = {param: defaults[param] if value is None else value for param, value in sent.items()}
+    expected = _with_defaults(sent, tool.source_schema, tool.source_schema)
     wire = tool.wire_name or tool.name
     return RecordedCall(id=call_id, name=wire, arguments=json.dumps(sent)), {"tool": tool.name, "args": expected, "conflicts": conflicts}
+
+
+def _with_defaults(value: Any, root: dict, schema: dict) -> Any:
+    """What a tool must receive for `value`: declared defaults in place of omitted optional
+    parameters (null or absent), at every depth, as the definition's schema states them."""
+    node = _resolve(root, schema)
+    if isinstance(value, dict) and "properties" in node:
+        required = set(node.get("required", []))
+        out = {}
+        for key, sub in node["properties"].items():
+            given = value.get(key)
+            if key not in required and (key not in value or given is None and not _accepts_null(root, sub)):
+                out[key] = to_jsonable_python(sub.get("default"))
+            elif key in value:
+                out[key] = _with_defaults(given, root, sub)
+        return {**value, **out}
+    if isinstance(value, list):
+        items = _array_items(_resolve(root, schema))
+        return [_with_defaults(v, root, items) for v in value] if items else value
+    return value
+
+
+def _accepts_null(root: dict, schema: dict) -> bool:
+    schema = root.get("$defs", {}).get(schema["$ref"].rsplit("/", 1)[-1], {}) if "$ref" in schema else schema
+    return schema.get("type") == "null" or any(_accepts_null(root, b) for b in schema.get("anyOf", []))
 
 
 def _as_sent(value: Any, tool: Tool, param: str) -> Any:

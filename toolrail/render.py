@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import BaseMessage
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
 from rich.markdown import Markdown
 from rich.padding import Padding
 from rich.panel import Panel
@@ -176,14 +177,23 @@ def state_as_json(state: dict, thread_id: str) -> dict[str, Any]:
     return json.loads(json.dumps(out, default=str))
 
 
-def conformance_table(report: dict[str, Any]) -> Table:
+def conformance_table(report: dict[str, Any]) -> Group:
+    """Counts in a table narrow enough for a piped 80-column console; the named cases below it."""
     verdict = "[green]PASSED[/]" if report["passed"] else "[red]FAILED[/]"
-    table = Table(title=f"conformance through the graph: {verdict} in {report['seconds']} s")
+    table = Table(title=f"conformance through the graph: {verdict} in {report['seconds']} s", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("category", "cases", "accepted", "mutants", "rejected", "non-strict", "conflicts", "failures"):
-        table.add_column(column, justify="right" if column != "category" else "left")
+        table.add_column(column, justify="right" if column != "category" else "left", no_wrap=True)
     rows = [*report["categories"].items(), ("total", report["total"])]
     for name, r in rows:
-        failures = ", ".join(sorted({f["id"] for f in r["failures"]})[:8]) or "0"
         table.add_row(name, str(r["cases"]), str(r["accepted"]), str(r["mutants"]), str(r["rejected"]),
-                      str(r["non_strict_tools"]), ", ".join(r["schema_conflicts"]) or "0", failures)
-    return table
+                      str(r["non_strict_tools"]), str(len(r["schema_conflicts"])), str(len({f["id"] for f in r["failures"]})))
+    total = report["total"]
+    notes: list[Any] = [table]
+    if total["schema_conflicts"]:
+        notes.append(Text("conflicts (ground truth breaks its own schema; refused, naming the field): "
+                          + ", ".join(sorted(total["schema_conflicts"]))))
+    for failure in total["failures"][:20]:
+        notes.append(Text(f"failed {failure['id']} ({failure['what']}): {failure['why'][:300]}", style="red"))
+    if len(total["failures"]) > 20:
+        notes.append(Text(f"... and {len(total['failures']) - 20} more failures (--json lists them all)", style="red"))
+    return Group(*notes)

@@ -88,9 +88,10 @@ class Tool:
     def validate(self, arguments: str | dict[str, Any]) -> BaseModel:
         """Parse and validate raw arguments; raise InvalidToolCall with every problem found."""
         data = _parse_arguments(self.name, arguments)
-        data = _drop_default_nulls(data, self.source_schema)
+        data = _prepare(data, self.source_schema)
         try:
-            return self.args_model.model_validate_json(json.dumps(data), strict=True, extra="forbid")
+            # by_name=False: with `populate_by_name`, a field's Python name is not what the wire schema names
+            return self.args_model.model_validate_json(json.dumps(data), strict=True, extra="forbid", by_alias=True, by_name=False)
         except ValidationError as exc:
             raise InvalidToolCall(self.name, _field_errors(exc, self.args_model)) from None
 
@@ -257,38 +258,88 @@ def _loc_path(loc: tuple) -> str:
     return path or "arguments"
 
 
-def _drop_default_nulls(data: Any, schema: dict[str, Any], node: dict | None = None) -> Any:
-    """Strict mode sends every key, with null for 'not given': let defaults apply instead."""
-    node = schema if node is None else node
-    if "$ref" in node:
-        node = schema.get("$defs", {}).get(node["$ref"].rsplit("/", 1)[-1], {})
-    if isinstance(data, dict) and "properties" in node:
-        required = set(node.get("required", []))
+def _prepare(data: Any, schema: dict[str, Any], node: dict | None = None) -> Any:
+    """Bring strict-mode arguments to what the model means, at every depth.
+
+    - Strict mode sends every key, with null for "not given": a null for an optional field whose
+      schema has no null in it is dropped, so the field's default applies (also inside union
+      branches: the branch the value belongs to decides).
+    - JSON Schema counts 5.0 as an integer: an integral float where only integers are allowed
+      becomes that integer.
+    """
+    node = _deref(schema if node is None else node, schema)
+    if isinstance(data, dict):
+        branch = _object_branch(data, node, schema)
+        if branch is None:
+            return data
+        properties, required = branch.get("properties", {}), set(branch.get("required", []))
         out = {}
         for key, value in data.items():
-            sub = node["properties"].get(key)
+            sub = properties.get(key)
             if sub is None:
                 out[key] = value  # unknown: left for the validator to refuse
             elif value is None and key not in required and not _schema_accepts_null(sub, schema):
                 continue
             else:
-                out[key] = _drop_default_nulls(value, schema, sub)
+                out[key] = _prepare(value, schema, sub)
         return out
-    if isinstance(data, list) and isinstance(node.get("items"), dict):
-        return [_drop_default_nulls(v, schema, node["items"]) for v in data]
-    if data is not None and "anyOf" in node:
-        concrete = [b for b in node["anyOf"] if b.get("type") != "null"]
-        if len(concrete) == 1:
-            return _drop_default_nulls(data, schema, concrete[0])
+    if isinstance(data, list):
+        items = next((b["items"] for b in _branches(node, schema) if isinstance(b.get("items"), dict)), None)
+        return data if items is None else [_prepare(v, schema, items) for v in data]
+    if isinstance(data, float) and data.is_integer() and _wants_integer(node, schema):
+        return int(data)
     return data
 
 
+def _deref(node: dict, schema: dict) -> dict:
+    for _ in range(32):
+        if not isinstance(node, dict) or "$ref" not in node:
+            break
+        node = schema.get("$defs", {}).get(node["$ref"].rsplit("/", 1)[-1], {})
+    return node if isinstance(node, dict) else {}
+
+
+def _branches(node: dict, schema: dict) -> list[dict]:
+    """The concrete schemas a value may match: the node itself or its anyOf/oneOf members."""
+    node = _deref(node, schema)
+    members = node.get("anyOf") or node.get("oneOf")
+    if not members:
+        return [node]
+    return [b for m in members for b in _branches(m, schema) if b.get("type") != "null"]
+
+
+def _object_branch(data: dict, node: dict, schema: dict) -> dict | None:
+    candidates = [b for b in _branches(node, schema) if "properties" in b]
+    if len(candidates) > 1:
+        def fits(branch: dict) -> bool:
+            props = branch["properties"]
+            if not set(data) <= set(props):
+                return False
+            for key, value in data.items():  # discriminators: const or enum fields must match
+                sub = _deref(props[key], schema)
+                if "const" in sub and sub["const"] != value or "enum" in sub and value not in sub["enum"]:
+                    return False
+            return all(k in data for k in branch.get("required", []))
+        candidates = [b for b in candidates if fits(b)] or candidates
+    return candidates[0] if candidates else None
+
+
+def _wants_integer(node: dict, schema: dict) -> bool:
+    kinds = set()
+    for branch in _branches(node, schema):
+        kind = branch.get("type")
+        kinds |= set(kind) if isinstance(kind, list) else {kind}
+        if "enum" in branch and all(isinstance(v, int) and not isinstance(v, bool) for v in branch["enum"]):
+            kinds.add("integer")
+    return "integer" in kinds and "number" not in kinds
+
+
 def _schema_accepts_null(node: dict, schema: dict) -> bool:
-    if "$ref" in node:
-        return False
-    if node.get("type") == "null":
+    node = _deref(node, schema)
+    kind = node.get("type")
+    if kind == "null" or isinstance(kind, list) and "null" in kind or None in node.get("enum", [0]):
         return True
-    return any(_schema_accepts_null(b, schema) for b in node.get("anyOf", []))
+    return any(_schema_accepts_null(b, schema) for b in node.get("anyOf", []) + node.get("oneOf", []))
 
 
 def _forbid_extra(model: type[BaseModel], name: str) -> type[BaseModel]:

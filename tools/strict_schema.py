@@ -49,6 +49,8 @@ def to_strict_schema(schema: dict[str, Any], tool: str) -> dict[str, Any]:
     """Return a strict-mode copy of `schema` (a JSON Schema whose root is an object)."""
     schema = copy.deepcopy(schema)
     defs = schema.pop("$defs", {})
+    if "$ref" in schema:  # a recursive model as the arguments themselves: inline the root, as OpenAI's SDK does
+        schema = {**_Converter(tool, defs)._resolve(schema.pop("$ref"), "<root>"), **schema}
     root = _Converter(tool, defs).convert(schema, path="", depth=0)
     if root.get("type") != "object":
         raise StrictSchemaError(tool, "<root>", "the arguments must be a JSON object")
@@ -73,7 +75,10 @@ class _Converter:
             raise self.fail(path, f"nested deeper than strict mode's limit of {MAX_DEPTH} levels")
         if not isinstance(node, dict):
             raise self.fail(path, f"schema must be an object, got {node!r}")
+        unsaid = describe_constraints(node)
         node = {k: v for k, v in node.items() if k not in _DROPPABLE}
+        if unsaid:  # enforced by toolrail's validation all the same; the model should know
+            node["description"] = f"{node['description']} ({unsaid})" if node.get("description") else f"({unsaid})"
         if "$ref" in node:
             return self._ref(node, path, depth)
         if "allOf" in node:
@@ -124,8 +129,9 @@ class _Converter:
             sub_path = f"{path}.{name}" if path else name
             converted = self.convert(sub, sub_path, depth + 1)
             if name not in required:
+                null_is_a_value = _accepts_null(converted)  # then null cannot also mean "the default"
                 converted = _nullable(converted)
-                if sub.get("default") is not None:
+                if sub.get("default") is not None and not null_is_a_value:
                     converted["description"] = describe_default(converted.get("description"), sub["default"])
             out_props[name] = converted
         node["properties"] = out_props
@@ -194,6 +200,20 @@ def _accepts_null(schema: dict) -> bool:
     if None in schema.get("enum", [object()]):
         return True
     return any(_accepts_null(b) for b in schema.get("anyOf", []))
+
+
+_UNSAID = {
+    "minLength": "at least {} characters", "maxLength": "at most {} characters",
+    "minProperties": "at least {} entries", "maxProperties": "at most {} entries",
+}
+
+
+def describe_constraints(node: dict[str, Any]) -> str:
+    """Constraints strict mode cannot carry, in words: they still bind the call."""
+    said = [text.format(node[key]) for key, text in _UNSAID.items() if isinstance(node.get(key), int)]
+    if node.get("uniqueItems") is True:
+        said.append("items must be unique")
+    return "; ".join(said)
 
 
 def describe_default(description: str | None, default: Any) -> str | None:
