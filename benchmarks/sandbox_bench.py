@@ -6,6 +6,12 @@ warm: one more `print('ready')` run in an already started session, against the s
       subprocess (the cost a model pays per call once its session exists).
 
 Run: python -m benchmarks.sandbox_bench [--runs N] [--backend local]
+
+Side by side with another checkout (e.g. the commit before a sandbox change):
+    git worktree add /tmp/old-sandbox <commit>   # plus a venv for it
+    python -m benchmarks.sandbox_bench --baseline /tmp/old-sandbox --baseline-python /tmp/old-venv/bin/python
+measures both trees with the same probe, in alternating rounds of fresh processes, so machine
+noise falls on both sides alike; it prints p50/p95 and the ratio this tree / baseline.
 """
 
 from __future__ import annotations
@@ -114,11 +120,87 @@ def render(numbers: dict[str, Any]) -> None:
     Console().print(table)
 
 
+# Runs in a fresh interpreter in either tree: that tree's own sandbox, the same measurement.
+PROBE = """
+import asyncio, json, sys
+from toolrail.sandbox import SandboxLimits, StdoutEvent, make_sandbox
+
+async def first_output(sandbox):
+    import time
+    started, first = time.perf_counter(), None
+    async for event in sandbox.run("print('ready')"):
+        if first is None and isinstance(event, StdoutEvent):
+            first = time.perf_counter() - started
+    return first
+
+async def cold():
+    import time
+    started, first = time.perf_counter(), None
+    sandbox = make_sandbox("local", limits=SandboxLimits())
+    try:
+        async for event in sandbox.run("print('ready')"):
+            if first is None and isinstance(event, StdoutEvent):
+                first = time.perf_counter() - started
+        return first
+    finally:
+        await sandbox.close()
+
+async def main(runs):
+    await cold()  # one-time costs of this interpreter (imports, filter build) are not per start
+    colds = [await cold() for _ in range(runs)]
+    async with make_sandbox("local") as sandbox:
+        await sandbox.run_to_end("pass")
+        warms = [await first_output(sandbox) for _ in range(runs)]
+    print(json.dumps({"cold": colds, "warm": warms}))
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+def _probe(python: str, tree: str, runs: int) -> dict[str, list[float]]:
+    import json
+    import subprocess
+
+    done = subprocess.run([python, "-c", PROBE, str(runs)], cwd=tree, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": tree}, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"sandbox_bench: the probe failed in {tree}: {done.stderr.strip()[-400:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare(baseline_tree: str, baseline_python: str, rounds: int = 6, runs: int = 10) -> dict[str, Any]:
+    """This tree against `baseline_tree`, alternating rounds; p50/p95 in ms and the ratios."""
+    from pathlib import Path
+
+    here = str(Path(__file__).resolve().parents[1])
+    samples: dict[str, dict[str, list[float]]] = {side: {"cold": [], "warm": []} for side in ("this", "baseline")}
+    for round_ in range(rounds):
+        order = [("this", sys.executable, here), ("baseline", baseline_python, baseline_tree)]
+        for side, python, tree in order if round_ % 2 == 0 else order[::-1]:
+            for kind, values in _probe(python, tree, runs).items():
+                samples[side][kind] += values
+    numbers: dict[str, Any] = {side: {kind: _summary(v) for kind, v in kinds.items()} for side, kinds in samples.items()}
+    numbers["ratios"] = {
+        f"{kind}_{q}": round(numbers["this"][kind][q] / numbers["baseline"][kind][q], 3)
+        for kind in ("cold", "warm") for q in ("p50_ms", "p95_ms")
+    }
+    numbers["samples_per_side"] = rounds * runs
+    return numbers
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--backend", default="local")
+    parser.add_argument("--baseline", metavar="TREE", help="another checkout to measure side by side")
+    parser.add_argument("--baseline-python", metavar="PYTHON", help="the interpreter (venv) for --baseline")
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args(argv)
+    if args.baseline:
+        import json
+
+        print(json.dumps(compare(args.baseline, args.baseline_python or sys.executable, args.rounds, args.runs), indent=2))
+        return
     render(asyncio.run(measure(args.runs, args.backend)))
 
 

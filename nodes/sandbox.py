@@ -53,9 +53,12 @@ def make_sandbox_node(sessions: SandboxSessions, ledger: SideEffectLedger | None
             try:
                 left = seconds_left(deadline_at(config, task.get("deadline_at")))
                 result = await _run_streaming(sessions, thread, call, get_stream_writer(), rebuild, left)
-                saved, unsaved = await sessions.collect(thread, result.files)
             except SandboxError as exc:  # the sandbox itself cannot work: say so, keep the run going
                 return Outcome("error", f"Error: the sandbox is unavailable: {exc}", started, time.perf_counter() - clock)
+            try:  # whatever happens to its files, the cell's own output is kept
+                saved, unsaved = await sessions.collect(thread, result.files, result.files_not_listed)
+            except SandboxError as exc:
+                saved, unsaved = [], [f"produced files: {exc}"]
             content = result.render() + "".join(f"\n[saved] {path}" for path in saved)
             content += "".join(f"\n[not saved] {why} (still in the sandbox session)" for why in unsaved)
             structured.update({**result.model_dump(mode="json"), "saved": [str(p) for p in saved], "unsaved": unsaved,

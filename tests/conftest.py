@@ -83,8 +83,10 @@ def host_processes_containing(marker: str) -> list[int]:
     return found
 
 
-def sandbox_driver_processes() -> list[int]:
-    return host_processes_containing(DRIVER_IN_SANDBOX)
+def sandbox_driver_processes(sandbox=None) -> list[int]:
+    """Driver processes of `sandbox` (by its session tag), or of any local sandbox on the host
+    (other test runs may share this machine: prefer passing the sandbox)."""
+    return host_processes_containing(sandbox.session_tag if sandbox is not None else DRIVER_IN_SANDBOX)
 
 
 async def assert_still_works(sb) -> None:

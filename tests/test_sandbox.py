@@ -6,7 +6,10 @@ import asyncio
 import csv
 import io
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -100,7 +103,9 @@ async def test_output_streams_live_before_the_run_ends(sandbox):
     done_at, done = arrivals[-1]
     assert isinstance(done, DoneEvent)
     assert done_at - first_at > 0.5, arrivals  # 'first' came a good while before the end
-    assert any(isinstance(e, StderrEvent) and e.text == "oops\n" for _, e in arrivals)
+    # print() may reach the pipe as two writes ("oops", "\n"): what matters is that stderr came live
+    stderr = [(t, e.text) for t, e in arrivals if isinstance(e, StderrEvent)]
+    assert "".join(text for _, text in stderr) == "oops\n" and done_at - stderr[0][0] > 0.5, arrivals
     assert done.result.stdout == "first\nsecond\n" and done.result.stderr == "oops\n"
     assert sum(isinstance(e, DoneEvent) for _, e in arrivals) == 1
 
@@ -182,14 +187,22 @@ def test_missing_bwrap_says_how_to_install_it(monkeypatch):
 
 
 async def test_bwrap_that_cannot_start_gives_its_reason(monkeypatch, tmp_path):
-    fake = tmp_path / "bwrap"
+    # As root the jail starts under an unprivileged uid, which must be able to run bwrap:
+    # pytest's tmp_path (mode 700) is not reachable for it, so use a world-readable folder.
+    folder = Path(tempfile.mkdtemp(prefix="toolrail-test-bwrap-"))
+    folder.chmod(0o755)
+    request_cleanup = lambda: shutil.rmtree(folder, ignore_errors=True)  # noqa: E731
+    fake = folder / "bwrap"
     fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("TOOLRAIL_BWRAP", str(fake))
     sb = make_sandbox("local", limits=TEST_LIMITS)
-    with pytest.raises(SandboxError, match="No permissions to create new namespace"):
-        await sb.start()
-    await sb.close()
+    try:
+        with pytest.raises(SandboxError, match="No permissions to create new namespace"):
+            await sb.start()
+        await sb.close()
+    finally:
+        request_cleanup()
 
 
 def test_e2b_without_key_is_a_clear_error(monkeypatch):

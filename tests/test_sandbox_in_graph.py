@@ -11,7 +11,7 @@ from conftest import TEST_LIMITS, client_for
 from test_cli import toolrail
 from toolrail.graphs.agent import build_graph
 from toolrail.sandbox import make_sandbox
-from toolrail.sandbox.sessions import SandboxSessions
+from toolrail.sandbox.sessions import SandboxSessions, thread_folder
 from toolrail.testing.openai_server import answer, call, calls
 
 
@@ -53,7 +53,7 @@ async def test_variables_and_files_persist_across_calls_of_a_thread(openai_serve
     async with SandboxSessions(factory=lambda: make_sandbox("local", TEST_LIMITS), output_dir=tmp_path) as sessions:
         _, state = await stream_run(openai_server, sessions)
     assert state["results"][1]["sandbox"]["stdout"] == "42 kept\n"
-    assert (tmp_path / "t" / "note.txt").read_text() == "kept"
+    assert (tmp_path / thread_folder("t") / "note.txt").read_text() == "kept"
 
 
 async def test_a_failing_cell_returns_its_traceback_and_the_run_goes_on(openai_server, tmp_path):

@@ -11,7 +11,10 @@ import asyncio
 import importlib
 import json
 import math
+import os
+import signal
 import sqlite3
+import stat
 import sys
 import time
 import uuid
@@ -31,7 +34,7 @@ from toolrail.limits import (
     DEFAULT_CHUNK_GAP_TIMEOUT_S, DEFAULT_DEADLINE_S, DEFAULT_FIRST_CHUNK_TIMEOUT_S, DEFAULT_MAX_CALLS_PER_TURN,
     DEFAULT_MAX_TURNS, DEFAULT_REPLY_TIMEOUT_S,
 )
-from toolrail.render import RunRenderer, state_as_json
+from toolrail.render import RunRenderer, json_for_terminal, state_as_json, visible
 from toolrail.tracing import guard_tracing
 
 TRIP_PROMPT = "Plan a trip from SF to NYC. What's the weather there and find me flights."
@@ -93,6 +96,12 @@ def _graph_options() -> argparse.ArgumentParser:
     options.add_argument("--no-speculation", action="store_true", help="start calls only once the whole reply has arrived")
     options.add_argument("--file", action="append", default=[], metavar="PATH", help="hand this file to the sandbox (repeatable)")
     options.add_argument("--out", default=".toolrail/files", metavar="DIR", help="where files the sandbox produces are saved")
+    options.add_argument("--out-max-bytes", type=_positive_int, default=None, metavar="N",
+                         help="bytes of produced files saved per call, at most (default: the scratch size, 128 MiB)")
+    options.add_argument("--out-max-files", type=_positive_int, default=None, metavar="N",
+                         help="produced files saved per call, at most (default 1000)")
+    options.add_argument("--sandbox-uid", metavar="UID[:GID]", default=None,
+                         help="host uid the local sandbox runs as when toolrail is root (default: TOOLRAIL_SANDBOX_HOST_UID or 65534)")
     options.add_argument("--sandbox", choices=["local", "e2b"], help="sandbox backend (default: TOOLRAIL_SANDBOX or local)")
     options.add_argument("--tools", action="append", default=[], metavar="MODULE:NAME", help="also offer the tools of this ToolRegistry (repeatable)")
     # Limits (toolrail/limits.py, README "Limits"): each ends the run with a structured failure.
@@ -143,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--tools", action="append", default=[], metavar="MODULE:NAME", help="also list this ToolRegistry's tools")
     _mcp_options(listing)
     listing.add_argument("--json", action="store_true", help="print the tools' wire schemas as JSON")
+    sandbox = commands.add_parser("sandbox", help="inspect the local sandbox")
+    sandbox.add_argument("what", choices=["policy"], help="policy: print everything the jail allows or denies")
     suite = commands.add_parser("conformance", help="run a BFCL-format suite through the graph")
     suite.add_argument("path", help="folder with BFCL_v4_<category>.json and possible_answer/")
     suite.add_argument("--category", action="append", default=[], help="only these categories (repeatable)")
@@ -152,12 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=args.json)
+    console = Console(stderr=getattr(args, "json", False))
     guard_tracing()
+    if getattr(args, "sandbox_uid", None):
+        os.environ["TOOLRAIL_SANDBOX_HOST_UID"] = args.sandbox_uid
+    terminated: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
     try:
-        return asyncio.run(_dispatch(args, console))
+        return asyncio.run(_dispatch(args, console, terminated))
     except ToolrailError as exc:
-        sys.stderr.write(f"toolrail: error: {exc}\n")
+        sys.stderr.write(f"toolrail: error: {visible(exc)}\n")
         return 2
     except (sqlite3.Error, OSError) as exc:  # disk full, read-only file or folder, ...: mid-run too
         what = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -169,16 +184,35 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"toolrail: run stopped (turn_limit): LangGraph's step limit was reached: {str(exc).splitlines()[0]}\n")
         return 1
     except KeyboardInterrupt:
-        Console(stderr=True).print("toolrail: interrupted; the run is checkpointed: continue it with --thread")
-        return 130
+        what = "terminated" if terminated else "interrupted"
+        Console(stderr=True).print(f"toolrail: {what}; the run is checkpointed: continue it with --thread")
+        return 143 if terminated else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-async def _dispatch(args: argparse.Namespace, console: Console) -> int:
+def _take_sigterm_like_ctrl_c(terminated: list[int]) -> None:
+    """SIGTERM takes Ctrl-C's path: asyncio cancels the run, every `async with` closes (sandbox
+    jails, cgroups, checkpoints), and the thread stays resumable. Installed inside the loop,
+    where asyncio.run has put its own SIGINT handler that we reuse."""
+    on_sigint = signal.getsignal(signal.SIGINT)
+    if not callable(on_sigint) or on_sigint is signal.default_int_handler:
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        terminated.append(signum)
+        on_sigint(signal.SIGINT, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+async def _dispatch(args: argparse.Namespace, console: Console, terminated: list[int] | None = None) -> int:
     from toolrail import history
 
+    _take_sigterm_like_ctrl_c(terminated if terminated is not None else [])
     commands = {
         "run": run_command, "resume": resume_command, "replay": replay_command, "fork": fork_command,
-        "conformance": conformance_command, "tools": tools_command,
+        "conformance": conformance_command, "tools": tools_command, "sandbox": sandbox_command,
         "history": history.history_command, "trace": history.trace_command,
     }
     return await commands[args.command](args, console)
@@ -197,8 +231,10 @@ async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tup
     model, model_label = model_for_prompt(prompt, args.model, recorded=args.recorded, base_url=args.base_url)
     extras = _model_options(args)
     location = checkpoint_location(args.db)
+    budget = {k: v for k, v in (("out_max_bytes", args.out_max_bytes), ("out_max_files", args.out_max_files)) if v}
     sessions = SandboxSessions(
-        factory=lambda: make_sandbox(args.sandbox), inputs=_input_files(args.file, model), output_dir=Path(args.out)
+        factory=lambda: make_sandbox(args.sandbox), inputs=_input_files(args.file, model), output_dir=Path(args.out),
+        **budget,
     )
     async with open_checkpointer(location) as checkpointer, sessions, _offered_tools(args) as tools:
         graph = build_graph(
@@ -230,11 +266,11 @@ async def stream_and_report(graph: Any, graph_input: Any, config: dict, args: ar
             renderer.event(mode, chunk)
     state = (await graph.aget_state({"configurable": {"thread_id": thread_id}})).values
     if args.json:
-        print(json.dumps(_finite(state_as_json(state, thread_id)), indent=2, ensure_ascii=False, allow_nan=False))
+        print(json_for_terminal(_finite(state_as_json(state, thread_id)), indent=2, allow_nan=False))
     else:
         renderer.finish(state, location)
     if state.get("failure"):
-        sys.stderr.write(f"toolrail: run stopped ({state['failure']['reason']}): {state['failure']['message']}\n")
+        sys.stderr.write(visible(f"toolrail: run stopped ({state['failure']['reason']}): {state['failure']['message']}") + "\n")
         return 1
     return 0
 
@@ -313,7 +349,7 @@ async def conformance_command(args: argparse.Namespace, console: Console) -> int
     except (ValueError, UnicodeDecodeError) as exc:  # a broken JSON file in the suite
         raise CliError(f"{args.path}: a suite file is not valid JSON: {str(exc).splitlines()[0][:300]}") from None
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json_for_terminal(report, indent=2))
     else:
         # Piped output has no terminal width (Rich assumes 80): give the table the room it needs.
         if not console.is_terminal:
@@ -350,10 +386,25 @@ async def tools_command(args: argparse.Namespace, console: Console) -> int:
         for tool in tools:
             runs = "side effects (ledger, never speculative)" if tool.side_effects else ("speculative" if tool.speculative else "after the reply")
             arguments = ", ".join(tool.parameters.get("properties", {}))
-            table.add_row(tool.wire_name or tool.name, "yes" if tool.strict else "no", runs, arguments)
+            table.add_row(visible(tool.wire_name or tool.name), "yes" if tool.strict else "no", runs, visible(arguments))
         if not console.is_terminal:
             console.width = max(console.width, 120)
         console.print(table)
+    return 0
+
+
+async def sandbox_command(args: argparse.Namespace, console: Console) -> int:
+    """`toolrail sandbox policy`: the one policy table of the local jail."""
+    from rich.table import Table
+
+    from toolrail.sandbox.policy import policy_rows
+
+    table = Table(title="local sandbox policy (toolrail/sandbox/policy.py)", show_lines=False)
+    for column in ("area", "what", "rule", "enforced by"):
+        table.add_column(column, overflow="fold")
+    for row in policy_rows():
+        table.add_row(*row)
+    console.print(table)
     return 0
 
 
@@ -411,6 +462,12 @@ def _check_sandbox_settings(args: argparse.Namespace) -> None:
     try:
         if backend_name(args.sandbox) == "e2b":
             make_sandbox("e2b")  # checks the SDK and the key; connects only on first use
+        else:
+            from toolrail.sandbox.policy import host_identity
+
+            host_identity()  # a bad --sandbox-uid fails here, not mid-run
+    except ValueError as exc:
+        raise CliError(f"--sandbox-uid: {exc}") from None
     except SandboxError as exc:
         raise CliError(str(exc)) from None
     out = Path(args.out)
@@ -423,11 +480,39 @@ def _input_files(paths: list[str], model: object) -> dict[str, bytes]:
     if not paths:
         transcript = getattr(model, "transcript", None)
         return transcript.input_files() if transcript is not None else {}
-    files = {}
+    from toolrail.sandbox import SandboxLimits
+
+    limits = SandboxLimits()
+    per_file = min(limits.max_file_bytes, limits.scratch_bytes)
+    files: dict[str, bytes] = {}
+    origins: dict[str, Path] = {}
     for path in map(Path, paths):
-        if not path.is_file():
-            raise CliError(f"--file {path}: no such file")
-        files[path.name] = path.read_bytes()
+        try:
+            info = path.stat()  # stat, never open: a FIFO must not hang us
+        except OSError:
+            raise CliError(f"--file {path}: no such file") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise CliError(f"--file {path}: is a folder; hand over its files one by one")
+        if not stat.S_ISREG(info.st_mode):
+            raise CliError(f"--file {path}: not a regular file (a FIFO, socket or device cannot be handed over)")
+        if info.st_size > per_file:
+            raise CliError(f"--file {path}: {info.st_size:,} bytes is over the per-file limit of {per_file:,} bytes")
+        if path.name in origins:
+            raise CliError(f"--file {path}: same name as --file {origins[path.name]}; both would be {path.name} in the sandbox")
+        origins[path.name] = path
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise CliError(f"--file {path}: not a regular file")
+                files[path.name] = f.read(per_file + 1)
+        except OSError as exc:
+            raise CliError(f"--file {path}: cannot read it ({exc.strerror or exc})") from None
+        if len(files[path.name]) > per_file:
+            raise CliError(f"--file {path}: over the per-file limit of {per_file:,} bytes")
+    total = sum(map(len, files.values()))
+    if total > limits.scratch_bytes:
+        raise CliError(f"--file: {total:,} bytes in all is over the sandbox's {limits.scratch_bytes:,}-byte scratch dir")
     return files
 
 

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from toolrail.checkpoints import checkpoint_location, open_checkpointer
 from toolrail.errors import ToolrailError
+from toolrail.render import json_for_terminal, visible
 
 
 class ThreadError(ToolrailError):
@@ -129,16 +130,16 @@ async def history_command(args: argparse.Namespace, console: Console) -> int:
     snapshots = await _snapshots(args.thread, args.db)
     rows = [_row(s, snapshots[i + 1] if i + 1 < len(snapshots) else None) for i, s in enumerate(snapshots)]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json_for_terminal(rows, indent=2))
         return 0
-    table = Table(title=f"thread {args.thread}: {len(rows)} checkpoints, newest first")
+    table = Table(title=visible(f"thread {args.thread}: {len(rows)} checkpoints, newest first"))
     for column in ("step", "checkpoint", "next", "tool calls", "verdicts", "results", "tokens", "created"):
         table.add_column(column)
     for r in rows:
         tokens = ", ".join(f"{c['total_tokens']}" + (f" after {len(c['waits'])} retries" if c["waits"] else "") for c in r["model_calls"])
         cells = [str(r["step"]), r["checkpoint_id"], ", ".join(r["next"]) or "(end)", ", ".join(r["tool_calls"]),
                  ", ".join(r["verdicts"]), ", ".join(r["results"]), tokens, (r["created_at"] or "")[11:23]]
-        table.add_row(*(Text(c) for c in cells))
+        table.add_row(*(Text(visible(c)) for c in cells))
     Console(width=max(console.width, 160)).print(table)
     return 0
 
@@ -165,16 +166,16 @@ async def trace_command(args: argparse.Namespace, console: Console) -> int:
     events = timeline(values)
     nodes = [(s.metadata.get("step"), list(s.next)) for s in reversed(snapshots)]
     if args.json:
-        print(json.dumps({"thread": args.thread, "steps": nodes, "events": events,
-                          "model_calls": values.get("model_calls", []), "usage_total": values.get("usage_total")}, indent=2))
+        print(json_for_terminal({"thread": args.thread, "steps": nodes, "events": events,
+                                 "model_calls": values.get("model_calls", []), "usage_total": values.get("usage_total")}, indent=2))
         return 0
     console = Console(width=max(console.width, 120))
-    console.print(Text(f"thread {args.thread} · {len(snapshots)} checkpoints · times relative to the first call", style="bold"))
+    console.print(Text(visible(f"thread {args.thread} · {len(snapshots)} checkpoints · times relative to the first call"), style="bold"))
     turns = sorted({e["turn"] for e in events if e["kind"] == "verdict"})
     for turn in turns:
         marks = [("✓ " if e["valid"] else "✗ ") + e["name"] for e in events if e["kind"] == "verdict" and e["turn"] == turn]
         retried = any(m.startswith("✗") for m in marks)
-        console.print(Text(f"turn {turn}: " + "  ".join(marks) + ("   ↺ retried" if retried else ""), style="yellow" if retried else "green"))
+        console.print(Text(visible(f"turn {turn}: " + "  ".join(marks) + ("   ↺ retried" if retried else "")), style="yellow" if retried else "green"))
     bars = [e for e in events if e["kind"] != "verdict"]
     span = max((e["start_ms"] + e["duration_ms"] for e in bars), default=1.0) or 1.0
     width = 50
@@ -183,16 +184,16 @@ async def trace_command(args: argparse.Namespace, console: Console) -> int:
         length = max(1, int(e["duration_ms"] / span * width))
         bar = " " * start + ("█" if e["status"] == "ok" else "░") * length
         flags = (" speculative" if e["speculative"] else "") + (" sandbox" if e["kind"] == "sandbox" else "")
-        console.print(Text(f"{e['name'][:18]:>18} |{bar:<{width}}| {e['start_ms']:7.1f} +{e['duration_ms']:.1f} ms {e['status']}{flags}"))
+        console.print(Text(visible(f"{e['name'][:18]:>18} |{bar:<{width}}| {e['start_ms']:7.1f} +{e['duration_ms']:.1f} ms {e['status']}{flags}")))
     from toolrail.render import model_retry_line, usage_line
 
     for number, model_call in enumerate(values.get("model_calls", []), 1):
         for wait in model_call["waits"]:
-            console.print(Text(model_retry_line(wait), style="yellow"))
-        console.print(Text(f"model call {number} (run {model_call['run']}, turn {model_call['turn']}): {model_call['status']}, "
-                           f"{model_call['input_tokens']} in + {model_call['output_tokens']} out tokens, {model_call['duration_s'] * 1000:.0f} ms"))
+            console.print(Text(visible(model_retry_line(wait)), style="yellow"))
+        console.print(Text(visible(f"model call {number} (run {model_call['run']}, turn {model_call['turn']}): {model_call['status']}, "
+                                   f"{model_call['input_tokens']} in + {model_call['output_tokens']} out tokens, {model_call['duration_s'] * 1000:.0f} ms")))
     if values.get("usage_total"):
-        console.print(Text(usage_line(values["usage_total"])))
+        console.print(Text(visible(usage_line(values["usage_total"]))))
     if values.get("failure"):
-        console.print(Text(f"stopped: {values['failure']['reason']}: {values['failure']['message']}", style="red"))
+        console.print(Text(visible(f"stopped: {values['failure']['reason']}: {values['failure']['message']}"), style="red"))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,37 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
+
+
+# C0 controls except tab and newline, DEL, C1 controls (0x9b is a one-byte CSI), and the
+# bidirectional overrides that can make text read differently from what it is.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _show(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    if code < 0x20:
+        return chr(0x2400 + code)  # ␛ ␍ ␈ ␇ ...: Unicode's visible pictures of C0 controls
+    if code == 0x7F:
+        return "␡"
+    return f"\\u{code:04x}" if code > 0xFF else f"\\x{code:02x}"
+
+
+def visible(text: object) -> str:
+    """`text` with every control character made visible (ESC → ␛, CR → ␍, BS → ␈, C1 → \\x9b ...).
+
+    Everything the CLI prints that came from a model, a tool or a sandbox goes through this:
+    such text must never move the cursor, clear the screen, set the title or the clipboard
+    (OSC 52), or overwrite a line to forge a verdict. Tabs and newlines stay as they are."""
+    return _CONTROL.sub(_show, str(text).replace("\r\n", "\n"))
+
+
+def json_for_terminal(data: Any, **kwargs: Any) -> str:
+    """json.dumps for printing: C0 controls are escaped by JSON itself, and C1/DEL/bidi
+    characters (which ensure_ascii=False would print raw) are escaped as \\uXXXX too."""
+    text = json.dumps(data, ensure_ascii=False, **kwargs)
+    return re.sub("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]", lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class RunRenderer:
@@ -30,7 +62,7 @@ class RunRenderer:
             self.console.print(*things, highlight=False)
 
     def start(self, prompt: str) -> None:
-        self.print(Panel(Text(prompt), title="toolrail", subtitle=f"model: {self.model_label} · thread: {self.thread_id}", border_style="cyan"))
+        self.print(Panel(Text(visible(prompt)), title="toolrail", subtitle=visible(f"model: {self.model_label} · thread: {self.thread_id}"), border_style="cyan"))
 
     def event(self, mode: str, chunk: Any) -> None:
         if mode == "custom":
@@ -54,21 +86,21 @@ class RunRenderer:
             code = _code_of(call)
             if code is None:
                 shown = call["arguments"] if len(call["arguments"]) <= SHOWN_ARGUMENTS else f"{call['arguments'][:SHOWN_ARGUMENTS]}… ({len(call['arguments']):,} characters)"
-                self.print(Text(f"  → {call['name'][:100]}({shown})", style="white"))
+                self.print(Text(visible(f"  → {call['name'][:100]}({shown})"), style="white"))
             else:
-                self.print(Text(f"  → {call['name']}:", style="white"))
-                self.print(Padding(Syntax(code, "python", theme="ansi_dark", line_numbers=False), (0, 0, 0, 6)))
+                self.print(Text(visible(f"  → {call['name']}:"), style="white"))
+                self.print(Padding(Syntax(visible(code), "python", theme="ansi_dark", line_numbers=False), (0, 0, 0, 6)))
 
     def _on_validate(self, update: dict) -> None:
         for verdict in update.get("verdicts", []):
             if verdict["valid"]:
-                self.print(Text(f"  ✓ {verdict['name']} valid", style="green"))
+                self.print(Text(visible(f"  ✓ {verdict['name']} valid"), style="green"))
             else:
-                self.print(Text(f"  ✗ {verdict['name']} rejected", style="bold red"))
+                self.print(Text(visible(f"  ✗ {verdict['name']} rejected"), style="bold red"))
                 for line in (verdict["error"] or "").splitlines()[1:]:
-                    self.print(Text(f"      {line}", style="red"))
+                    self.print(Text(visible(f"      {line}"), style="red"))
         for result in update.get("results", []):
-            self.print(Text(f"  ⊘ {result['name']} cancelled: {result['content']}", style="magenta"))
+            self.print(Text(visible(f"  ⊘ {result['name']} cancelled: {result['content']}"), style="magenta"))
         if update.get("messages") and not update.get("failure"):
             self.print(Text(f"  ↺ turn rejected: errors sent back to the model (retry {update['attempts']})", style="yellow"))
         if update.get("failure"):
@@ -81,9 +113,11 @@ class RunRenderer:
             preview = result["content"] if len(result["content"]) < 100 else result["content"][:97] + "..."
             flag = " (speculative)" if result.get("speculative") else ""
             flag += f" after {result['attempts']} attempts" if result.get("attempts") else ""
-            self.print(Text(f"  ⚙ {result['name']} {result['status']} in {result['duration_s'] * 1000:.1f} ms{flag}: {preview}", style=style))
+            self.print(Text(visible(f"  ⚙ {result['name']} {result['status']} in {result['duration_s'] * 1000:.1f} ms{flag}: {preview}"), style=style))
             for path in result.get("sandbox", {}).get("saved", []):
-                self.print(Text(f"    ⇩ produced file saved to {path}", style="bold cyan"))
+                self.print(Text(visible(f"    ⇩ produced file saved to {path}"), style="bold cyan"))
+            for why in result.get("sandbox", {}).get("unsaved", []):
+                self.print(Text(visible(f"    ⚠ not saved: {why}"), style="yellow"))
 
     _on_sandbox = _on_tools
 
@@ -97,31 +131,31 @@ class RunRenderer:
 
     def _custom(self, chunk: Any) -> None:
         if isinstance(chunk, dict) and chunk.get("type") == "model_retry":
-            self.print(Text(model_retry_line(chunk), style="yellow"))
+            self.print(Text(visible(model_retry_line(chunk)), style="yellow"))
         if isinstance(chunk, dict) and chunk.get("type") == "speculative_start":
-            self.print(Text(f"  ⚡ {chunk['name']} started while the model is still streaming", style="magenta"))
+            self.print(Text(visible(f"  ⚡ {chunk['name']} started while the model is still streaming"), style="magenta"))
         if isinstance(chunk, dict) and chunk.get("type") == "sandbox_output":
             style = "dim" if chunk.get("stream") == "stdout" else "dim red"
             for line in str(chunk.get("text", "")).splitlines() or [""]:
-                self.print(Text(f"    │ {line}", style=style))
+                self.print(Text(visible(f"    │ {line}"), style=style))
 
     def _failure(self, failure: dict) -> None:
         body = failure["message"]
         for error in failure.get("errors", []):
             body += f"\n\n{error['error']}"
-        self.print(Panel(Text(body), title=f"run stopped: {failure['reason']}", border_style="red"))
+        self.print(Panel(Text(visible(body)), title=visible(f"run stopped: {failure['reason']}"), border_style="red"))
 
     def finish(self, state: dict, db_path: Path) -> None:
         self._close_batch()
         answer = final_answer(state)
         if state.get("structured_response") is not None and not state.get("failure"):
-            body = Syntax(json.dumps(state["structured_response"], indent=2, ensure_ascii=False), "json", theme="ansi_dark")
+            body = Syntax(json_for_terminal(state["structured_response"], indent=2), "json", theme="ansi_dark")
             self.print(Panel(body, title="answer (validated against the response schema)", border_style="green"))
         elif answer and not state.get("failure"):
-            self.print(Panel(Markdown(answer), title="answer", border_style="green"))
+            self.print(Panel(Markdown(visible(answer)), title="answer", border_style="green"))
         if state.get("usage_total"):
-            self.print(Text(usage_line(state["usage_total"]), style="dim"))
-        self.print(Text(f"thread {self.thread_id} · checkpoints in {db_path} · continue with: toolrail run --thread {self.thread_id} \"...\"", style="dim"))
+            self.print(Text(visible(usage_line(state["usage_total"])), style="dim"))
+        self.print(Text(visible(f"thread {self.thread_id} · checkpoints in {db_path} · continue with: toolrail run --thread {self.thread_id} \"...\""), style="dim"))
 
 
 SHOWN_ARGUMENTS = 500  # characters of a call's arguments the live view prints
@@ -185,15 +219,15 @@ def conformance_table(report: dict[str, Any]) -> Group:
         table.add_column(column, justify="right" if column != "category" else "left", no_wrap=True)
     rows = [*report["categories"].items(), ("total", report["total"])]
     for name, r in rows:
-        table.add_row(name, str(r["cases"]), str(r["accepted"]), str(r["mutants"]), str(r["rejected"]),
+        table.add_row(visible(name), str(r["cases"]), str(r["accepted"]), str(r["mutants"]), str(r["rejected"]),
                       str(r["non_strict_tools"]), str(len(r["schema_conflicts"])), str(len({f["id"] for f in r["failures"]})))
     total = report["total"]
     notes: list[Any] = [table]
     if total["schema_conflicts"]:
         notes.append(Text("conflicts (ground truth breaks its own schema; refused, naming the field): "
-                          + ", ".join(sorted(total["schema_conflicts"]))))
+                          + visible(", ".join(sorted(total["schema_conflicts"])))))
     for failure in total["failures"][:20]:
-        notes.append(Text(f"failed {failure['id']} ({failure['what']}): {failure['why'][:300]}", style="red"))
+        notes.append(Text(visible(f"failed {failure['id']} ({failure['what']}): {failure['why'][:300]}"), style="red"))
     if len(total["failures"]) > 20:
         notes.append(Text(f"... and {len(total['failures']) - 20} more failures (--json lists them all)", style="red"))
     return Group(*notes)

@@ -32,6 +32,7 @@ from toolrail.sandbox.base import (
     SandboxError,
     SandboxEvent,
     SandboxLimits,
+    SkippedFile,
     StderrEvent,
     StdoutEvent,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "SandboxError",
     "SandboxEvent",
     "SandboxLimits",
+    "SkippedFile",
     "StderrEvent",
     "StdoutEvent",
     "make_sandbox",

@@ -15,6 +15,56 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "toolrail-sandbox-"
+_swept = False
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time in clock ticks (field 22 of /proc/PID/stat), or None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()[19]
+
+
+def owner_tag() -> str:
+    """`PID-STARTTIME` of this process: names our cgroups so a later sweep can tell whether
+    their owner still lives (a reused pid has another start time)."""
+    return f"{os.getpid()}-{_start_time(os.getpid())}"
+
+
+def owner_is_alive(name: str) -> bool:
+    """True unless `name` is ours by naming (PREFIX + PID-STARTTIME-ID) and its owner is dead."""
+    parts = name[len(PREFIX):].split("-") if name.startswith(PREFIX) else []
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        return True  # not in our naming: never ours to remove
+    return _start_time(int(parts[0])) == parts[1]
+
+
+def sweep_leftovers(parents: list[Path] | None = None) -> list[Path]:
+    """Remove the cgroups a SIGKILLed toolrail left behind: only toolrail's own (by name) and
+    only those whose owner process is dead; live ones (other runs on this host) are untouched."""
+    removed = []
+    for parent in _parents() if parents is None else parents:
+        try:
+            entries = list(parent.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(PREFIX) and entry.is_dir() and not owner_is_alive(entry.name):
+                Cgroup(dirs=[entry]).destroy()
+                if not entry.exists():
+                    removed.append(entry)
+    return removed
+
+
+def _parents() -> list[Path]:
+    parents = [mount / _own_path("") for mount, _ in _mounts("cgroup2")]
+    for mount, options in _mounts("cgroup"):
+        for controller in ("pids", "memory"):
+            if controller in options:
+                parents.append(mount / _own_path(controller).lstrip("/"))
+    return parents
 
 
 @dataclass
@@ -68,7 +118,11 @@ def create_cgroup(max_processes: int, memory_bytes: int) -> Cgroup | None:
     """A new cgroup capping processes and memory, or None when no hierarchy is writable."""
     if os.environ.get("TOOLRAIL_SANDBOX_NO_CGROUP"):
         return None
-    name = PREFIX + uuid.uuid4().hex[:12]
+    global _swept
+    if not _swept:  # once per process: what SIGKILLed runs left behind
+        _swept = True
+        sweep_leftovers()
+    name = f"{PREFIX}{owner_tag()}-{uuid.uuid4().hex[:12]}"
     cgroup = _create_v2(name, max_processes, memory_bytes) or _create_v1(name, max_processes, memory_bytes)
     if cgroup is not None and not cgroup.applied:
         cgroup.destroy()

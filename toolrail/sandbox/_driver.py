@@ -6,7 +6,12 @@ own stdout/stderr stay on fds 1 and 2 so the host streams them raw (prints, os.w
 subprocesses alike). After each cell it writes an end marker to both, so the host knows where
 the cell's output stops.
 
-Frame: 4-byte big-endian length, then UTF-8 JSON.
+Frame: 4-byte big-endian length, then UTF-8 JSON. The host's first command carries a
+per-session key; every event frame carries it back, so bytes the cell writes blindly to some fd
+are never taken for the driver's. The host still validates every frame as untrusted input.
+
+Files: only regular files are listed, read or counted; symlinks, FIFOs, sockets and devices are
+reported as skipped and never opened (a FIFO or a link to /dev/zero must not hang the driver).
 """
 
 import ast
@@ -18,13 +23,15 @@ import queue
 import resource
 import signal
 import struct
+import stat
 import sys
 import threading
 import time
 import traceback
 
 SCRATCH = os.environ.get("TOOLRAIL_SCRATCH", "/scratch")
-MAX_LISTED_FILES = 2000
+MAX_LISTED_FILES = 2000  # changed files reported one by one per run; the rest are counted
+MAX_SCANNED_FILES = 100_000  # files looked at in scratch, at most (bounded memory and time)
 
 
 class CpuLimitExceeded(Exception):
@@ -40,6 +47,7 @@ class Channel:
 
     def __init__(self, command_fd, event_fd):
         self.command_fd, self.event_fd = command_fd, event_fd
+        self.key = None  # the host's per-session key, sent back on every frame
 
     def _read_exact(self, n):
         buf = bytearray(n)
@@ -56,7 +64,7 @@ class Channel:
         return json.loads(self._read_exact(size))
 
     def send(self, message):
-        data = json.dumps(message).encode()
+        data = json.dumps(dict(message, key=self.key)).encode()
         view = memoryview(struct.pack(">I", len(data)) + data)
         while view:
             written = os.write(self.event_fd, view)
@@ -94,6 +102,8 @@ class Driver:
     # --- the main loop -------------------------------------------------------------------------
 
     def serve(self):
+        hello = self.channel.receive()
+        self.channel.key = str(hello.get("key", ""))
         threading.Thread(target=self.read_commands, daemon=True).start()
         self.channel.send({"type": "ready", "pid": os.getpid()})
         while True:
@@ -113,7 +123,8 @@ class Driver:
     def op_exec(self, message):
         cell_id, started = message["id"], time.monotonic()
         self.set_cpu_budget(int(message.get("cpu_s", 30)))
-        before = snapshot_files()
+        before, skipped_before, _ = snapshot_files()
+        skipped_before = {s["path"] for s in skipped_before}
         error, reason = None, "ok"
         try:
             with self.lock:
@@ -135,13 +146,15 @@ class Driver:
         except BaseException as exc:  # SystemExit included: the session lives on
             reason, error = "error", describe(exc)
         end_output(message["marker"])
+        after, skipped, omitted = snapshot_files()
         return {
             "id": cell_id,
             "type": "done",
             "reason": reason,
             "error": error,
             "duration_s": time.monotonic() - started,
-            "files": changed_files(before, snapshot_files()),
+            **changed_files(before, after, omitted),
+            "skipped": [s for s in skipped if s["path"] not in skipped_before][:MAX_LISTED_FILES],
         }
 
     def op_write(self, message):
@@ -153,18 +166,17 @@ class Driver:
 
     def op_read(self, message):
         try:
-            with open(resolve(message["path"]), "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size > message.get("max_bytes", size):
-                    return {"id": message["id"], "type": "error", "message": f"file too large ({size} bytes)"}
-                data = f.read()
+            data = read_regular_file(message["path"], message.get("max_bytes"))
         except OSError as exc:
             return {"id": message["id"], "type": "error", "message": f"{type(exc).__name__}: {exc}"}
         return {"id": message["id"], "type": "ok", "data": base64.b64encode(data).decode()}
 
     def op_list(self, message):
-        files = snapshot_files()
-        return {"id": message["id"], "type": "ok", "files": [{"path": p, "size": s} for p, (s, _) in sorted(files.items())]}
+        files, skipped, omitted = snapshot_files()
+        listed = [{"path": p, "size": s} for p, (s, _) in sorted(files.items())]
+        omitted += max(0, len(listed) - MAX_LISTED_FILES)
+        return {"id": message["id"], "type": "ok", "files": listed[:MAX_LISTED_FILES],
+                "skipped": skipped[:MAX_LISTED_FILES], "omitted": omitted}
 
     def set_cpu_budget(self, seconds):
         """RLIMIT_CPU counts the whole life of the process: grant `seconds` more than used now."""
@@ -250,8 +262,37 @@ def resolve(path):
     return path if os.path.isabs(path) else os.path.join(SCRATCH, path)
 
 
+def read_regular_file(path, max_bytes=None):
+    """A regular file under scratch, opened without following a final symlink and without
+    blocking (a FIFO cannot hang us); anything else is an OSError with a clear message."""
+    full = os.path.normpath(resolve(path))
+    real_dir = os.path.realpath(os.path.dirname(full))
+    if os.path.commonpath([real_dir, SCRATCH]) != SCRATCH:
+        raise PermissionError(f"{path}: not inside {SCRATCH}")
+    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path}: not a regular file")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise OSError(f"file too large ({info.st_size} bytes)")
+        chunks, left = [], info.st_size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def snapshot_files():
-    files = {}
+    """({path: (size, mtime)} of regular files, [skipped special files], how many not listed).
+
+    lstat only: symlinks, FIFOs, sockets and devices are never followed or opened."""
+    files, skipped, omitted = {}, [], 0
     for root, dirs, names in os.walk(SCRATCH):
         for name in names:
             full = os.path.join(root, name)
@@ -259,14 +300,34 @@ def snapshot_files():
                 st = os.lstat(full)
             except OSError:
                 continue
-            files[os.path.relpath(full, SCRATCH)] = (st.st_size, st.st_mtime_ns)
-            if len(files) >= MAX_LISTED_FILES:
-                return files
-    return files
+            path = os.path.relpath(full, SCRATCH)
+            if not stat.S_ISREG(st.st_mode):
+                if len(skipped) < MAX_SCANNED_FILES:
+                    skipped.append({"path": path, "reason": special_kind(st.st_mode)})
+                continue
+            if len(files) >= MAX_SCANNED_FILES:
+                omitted += 1
+                continue
+            files[path] = (st.st_size, st.st_mtime_ns)
+        for name in dirs:
+            full = os.path.join(root, name)
+            if os.path.islink(full) and len(skipped) < MAX_SCANNED_FILES:
+                skipped.append({"path": os.path.relpath(full, SCRATCH), "reason": "symlink"})
+    return files, skipped, omitted
 
 
-def changed_files(before, after):
-    return [{"path": p, "size": meta[0]} for p, meta in sorted(after.items()) if before.get(p) != meta]
+def special_kind(mode):
+    for test, name in ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def changed_files(before, after, omitted=0):
+    """The created or changed regular files, in path order; past MAX_LISTED_FILES only counted."""
+    changed = [{"path": p, "size": meta[0]} for p, meta in sorted(after.items()) if before.get(p) != meta]
+    return {"files": changed[:MAX_LISTED_FILES], "omitted": omitted + max(0, len(changed) - MAX_LISTED_FILES)}
 
 
 def main():

@@ -62,10 +62,21 @@ class ExecError(BaseModel):
 
 
 class FileInfo(BaseModel):
-    """A file in the sandbox's scratch dir (path relative to it)."""
+    """A regular file in the sandbox's scratch dir (path relative to it)."""
 
-    path: str
-    size: int
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=4096)
+    size: int = Field(ge=0)
+
+
+class SkippedFile(BaseModel):
+    """Something in scratch that is not a regular file (symlink, FIFO, device...): never copied."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=4096)
+    reason: str = Field(max_length=200)
 
 
 class RunResult(BaseModel):
@@ -77,6 +88,10 @@ class RunResult(BaseModel):
     exit_reason: ExitReason = "ok"
     duration_s: float = 0.0
     files: list[FileInfo] = Field(default_factory=list, description="Files created or changed.")
+    skipped_files: list[SkippedFile] = Field(
+        default_factory=list, description="New symlinks, FIFOs, devices...: never followed, opened or copied."
+    )
+    files_not_listed: int = Field(0, ge=0, description="Files beyond the listing cap, not reported one by one.")
     truncated: bool = False
     state_reset: bool = Field(
         False, description="This run started in a fresh interpreter: earlier variables are gone."
@@ -103,6 +118,11 @@ class RunResult(BaseModel):
             parts.append(f"[run stopped: {self.exit_reason}]")
         if self.files:
             parts.append("[files] " + ", ".join(f"{f.path} ({f.size} B)" for f in self.files))
+        if self.skipped_files:
+            parts.append("[skipped, not regular files] " + ", ".join(f"{f.path} ({f.reason})" for f in self.skipped_files[:20])
+                         + (f" and {len(self.skipped_files) - 20} more" if len(self.skipped_files) > 20 else ""))
+        if self.files_not_listed:
+            parts.append(f"[files] {self.files_not_listed:,} more files not listed (over the listing cap)")
         parts += [f"[note] {note}" for note in self.notes]
         text = "\n".join(parts) or "(no output)"
         return text if len(text) <= limit else text[: limit // 2] + "\n...\n" + text[-limit // 2 :]

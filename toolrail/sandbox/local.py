@@ -1,7 +1,8 @@
 """The local backend: one bubblewrap jail per session, one Python interpreter inside it.
 
 Isolation (bubblewrap): new user, pid, net, ipc, uts, mount and cgroup namespaces; the sandbox
-runs as uid 1000 with no capabilities; only /usr, the /lib* and /bin links and the Python
+runs as uid 1000 with no capabilities, and on the host never as root (see policy.py: the one table
+of what the jail allows, from which masks, the seccomp filter and the host identity are built); only /usr, the /lib* and /bin links and the Python
 install prefix are visible, read-only; the root, /dev and /etc are read-only; the only writable
 places are size-capped tmpfs mounts (/scratch, /tmp, /dev/shm); the environment is rebuilt from
 nothing. Limits: rlimits set on the way into bwrap (inherited by everything inside), a cgroup for
@@ -15,24 +16,30 @@ import asyncio
 import base64
 import codecs
 import contextlib
+import ctypes
 import functools
+import hmac
 import itertools
 import json
 import os
+import platform
 import resource
 import secrets
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from toolrail.sandbox import policy
 from toolrail.sandbox._cgroup import Cgroup, create_cgroup
 from toolrail.sandbox.base import (
     DoneEvent,
@@ -43,17 +50,17 @@ from toolrail.sandbox.base import (
     SandboxError,
     SandboxEvent,
     SandboxLimits,
+    SkippedFile,
     StderrEvent,
     StdoutEvent,
 )
+from toolrail.sandbox.policy import SANDBOX_UID, SCRATCH, HostIdentity
 
 BWRAP_MISSING = (
     "bubblewrap (bwrap) is not installed or not on PATH; the local sandbox needs it. "
     "Install the Debian package bubblewrap: apt-get install bubblewrap "
     "(or set TOOLRAIL_SANDBOX=e2b to run code on E2B instead)."
 )
-SANDBOX_UID = 1000
-SCRATCH = "/scratch"
 DRIVER_IN_SANDBOX = "/opt/toolrail/driver.py"
 DRIVER_ON_HOST = Path(__file__).with_name("_driver.py")
 READ_CHUNK = 64 * 1024
@@ -160,13 +167,15 @@ class Interpreter:
     events: asyncio.StreamReader
     queue: asyncio.Queue
     cgroup: Cgroup | None
-    workdir: Path
+    key: str = ""
     pumps: list[asyncio.Task] = field(default_factory=list)
     alive: bool = True
     oom_kills_at_start: int = 0
 
     async def send(self, message: dict[str, Any]) -> None:
         data = json.dumps(message).encode()
+        if len(data) > 0xFFFFFFFF:
+            raise SandboxError("a command for the sandbox is too large to send")
         stdin = self.process.stdin
         assert stdin is not None
         stdin.write(struct.pack(">I", len(data)) + data)
@@ -203,7 +212,6 @@ class Interpreter:
         if self.cgroup is not None:
             self.cgroup.destroy()
             self.cgroup = None
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 async def _pump_stream(reader: asyncio.StreamReader, kind: str, queue: asyncio.Queue) -> None:
@@ -212,16 +220,27 @@ async def _pump_stream(reader: asyncio.StreamReader, kind: str, queue: asyncio.Q
     await queue.put(("eof", kind))
 
 
-async def _pump_events(reader: asyncio.StreamReader, queue: asyncio.Queue, max_frame: int) -> None:
+class ProtocolError(ValueError):
+    """A frame on the driver's channel that the driver did not send, or cannot have meant."""
+
+
+async def _pump_events(reader: asyncio.StreamReader, queue: asyncio.Queue, max_frame: int, key: str) -> None:
+    """Frames from the in-jail driver. Everything here is untrusted input: a frame without this
+    session's key, or not a JSON object, ends the session with one clear error."""
     try:
         while True:
             (size,) = struct.unpack(">I", await reader.readexactly(4))
             if size > max_frame:
-                raise ValueError(f"event frame of {size} bytes exceeds {max_frame}")
-            await queue.put(("event", json.loads(await reader.readexactly(size))))
+                raise ProtocolError(f"an event frame of {size} bytes exceeds {max_frame}")
+            frame = json.loads(await reader.readexactly(size))
+            if not isinstance(frame, dict):
+                raise ProtocolError("an event frame is not a JSON object")
+            if not hmac.compare_digest(str(frame.pop("key", "")), key):
+                raise ProtocolError("an event frame without this session's key (forged by code in the sandbox?)")
+            await queue.put(("event", frame))
     except asyncio.IncompleteReadError:
         await queue.put(("exit", None))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         await queue.put(("garbage", str(exc)))
 
 
@@ -233,10 +252,16 @@ class LocalSandbox(Sandbox):
 
     backend = "local"
 
-    def __init__(self, limits: SandboxLimits | None = None):
+    def __init__(self, limits: SandboxLimits | None = None, host_uid: str | None = None):
         super().__init__(limits)
         self.bwrap = find_bwrap()
         self.python_prefix, self.python = sandbox_python()
+        try:
+            self.identity: HostIdentity | None = policy.host_identity(host_uid)
+        except ValueError as exc:
+            raise SandboxError(str(exc)) from None
+        self._garbage: str | None = None  # the protocol error that ended the last interpreter
+        self.session_tag = f"toolrail-session-{secrets.token_hex(8)}"
         self.mechanisms: dict[str, str] = {}
         self._interpreter: Interpreter | None = None
         self._lost_reason: str | None = None  # why the previous interpreter is gone
@@ -276,42 +301,61 @@ class LocalSandbox(Sandbox):
 
     async def _spawn(self) -> Interpreter:
         limits = self.limits
-        workdir = Path(tempfile.mkdtemp(prefix="toolrail-sandbox-"))
-        _write_etc(workdir)
         cgroup = create_cgroup(limits.max_processes + 2, limits.memory_bytes + self._tmpfs_bytes())
         self._record_mechanisms(cgroup)
         read_fd, write_fd = os.pipe()
+        data_fds = _data_fds(self._jail_files())
+        key = secrets.token_hex(16)
         try:
             process = await asyncio.create_subprocess_exec(
-                *self._bwrap_argv(workdir, write_fd),
+                *self._bwrap_argv(data_fds, write_fd),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd, *data_fds.values()),
                 env=_launch_environment(),
                 start_new_session=True,
-                preexec_fn=_limit_launch(limits, cgroup),
+                preexec_fn=_limit_launch(limits, cgroup, self.identity, self.python_prefix),
                 limit=READ_CHUNK,
             )
-        except BaseException:
+        except BaseException as exc:
             os.close(read_fd)
             if cgroup is not None:
                 cgroup.destroy()
+            if isinstance(exc, (PermissionError, subprocess.SubprocessError)):
+                who = f"host uid {self.identity.uid}" if self.identity else "this user"
+                raise SandboxError(f"cannot start {self.bwrap} as {who}: {exc}") from None
             raise
         finally:
             os.close(write_fd)
+            for fd in data_fds.values():
+                os.close(fd)
         events = await _stream_reader(read_fd)
         queue: asyncio.Queue = asyncio.Queue(maxsize=256)
-        interpreter = Interpreter(process, events, queue, cgroup, workdir)
+        interpreter = Interpreter(process, events, queue, cgroup, key)
         interpreter.oom_kills_at_start = cgroup.oom_kills() if cgroup else 0
         assert process.stdout is not None and process.stderr is not None
         interpreter.pumps = [
             asyncio.create_task(_pump_stream(process.stdout, "stdout", queue)),
             asyncio.create_task(_pump_stream(process.stderr, "stderr", queue)),
-            asyncio.create_task(_pump_events(events, queue, self._max_frame())),
+            asyncio.create_task(_pump_events(events, queue, self._max_frame(), key)),
         ]
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await interpreter.send({"op": "hello", "key": key})
         await self._await_ready(interpreter)
         return interpreter
+
+    def _jail_files(self) -> dict[str, bytes]:
+        """Files copied into the jail (bwrap --ro-bind-data): nothing on the host is needed,
+        so the jail user never has to reach our checkout, and nothing is left behind."""
+        uid = SANDBOX_UID
+        return {
+            "/etc/passwd": f"root:x:0:0:root:/:/bin/false\nsandbox:x:{uid}:{uid}:sandbox:{SCRATCH}:/bin/sh\n".encode(),
+            "/etc/group": f"root:x:0:\nsandbox:x:{uid}:\n".encode(),
+            "/etc/hosts": b"127.0.0.1 localhost sandbox\n::1 localhost\n",
+            DRIVER_IN_SANDBOX: _driver_source(),
+            "seccomp": policy.seccomp_program(),
+        }
 
     async def _await_ready(self, interpreter: Interpreter) -> None:
         errors: list[bytes] = []
@@ -320,14 +364,17 @@ class LocalSandbox(Sandbox):
                 return
             if kind == "stderr":
                 errors.append(payload)
+            if kind == "garbage":
+                errors.append(f"protocol error: {payload}".encode())
         await interpreter.kill()
         interpreter.stop_pumps()
         detail = b"".join(errors).decode(errors="replace").strip()
         raise SandboxError(
             "bubblewrap could not start the sandbox"
             + (f": {detail}" if detail else f" (exit code {interpreter.process.returncode})")
-            + ". User namespaces must be allowed (sysctl kernel.unprivileged_userns_clone=1 or "
-            "run as root; on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0)."
+            + ". Unprivileged user namespaces must be allowed (sysctl kernel.unprivileged_userns_clone=1; "
+            "on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0): the jail never runs as "
+            "host root, toolrail drops to an unprivileged uid for it (--sandbox-uid)."
         )
 
     async def _watch_idle(self) -> None:
@@ -406,13 +453,19 @@ class LocalSandbox(Sandbox):
                     stop_reason, stopping = "output_limit", True
                     deadline = time.monotonic() + limits.kill_grace_s
                     await self._interrupt(interpreter, cell_id, stop_reason)
-            elif kind == "event" and payload.get("id") == cell_id and payload.get("type") == "done":
-                done, deadline = payload, time.monotonic() + MARKER_DRAIN_S
+            elif kind == "event" and payload.get("id") == cell_id and payload.get("type") == "done" and done is None:
+                try:
+                    done, deadline = _parse_done(payload), time.monotonic() + MARKER_DRAIN_S
+                except ProtocolError as exc:  # one clear error for this session, never a traceback
+                    stop_reason, self._garbage = "crashed", str(exc)
+                    await interpreter.kill()
+                    died, deadline = True, time.monotonic() + MARKER_DRAIN_S
             elif kind == "eof":
                 eofs.add(payload)
             elif kind in ("exit", "garbage"):
                 if kind == "garbage":
                     stop_reason = stop_reason or "crashed"
+                    self._garbage = str(payload)
                 if interpreter.alive:
                     interpreter.alive = False
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -443,7 +496,10 @@ class LocalSandbox(Sandbox):
         duration_s: float,
     ) -> RunResult:
         notes: list[str] = []
-        error = ExecError(**done["error"]) if done and done.get("error") else None
+        error = done["error"] if done else None
+        if self._garbage is not None:
+            notes.append(f"The sandbox session was ended by a protocol error: {self._garbage}.")
+            self._garbage = None
         if done is not None and not died:
             reason = done["reason"]
             if reason == "interrupted":
@@ -471,7 +527,9 @@ class LocalSandbox(Sandbox):
             error=error,
             exit_reason=reason,
             duration_s=round(duration_s, 4),
-            files=[FileInfo(**f) for f in (done or {}).get("files", [])],
+            files=done["files"] if done else [],
+            skipped_files=done["skipped"] if done else [],
+            files_not_listed=done["omitted"] if done else 0,
             truncated=any(s.truncated for s in streams.values()),
             interpreter_lost=died,
             notes=notes,
@@ -495,12 +553,20 @@ class LocalSandbox(Sandbox):
         await self._request({"op": "write", "path": path, "data": base64.b64encode(data).decode()})
 
     async def download(self, path: str) -> bytes:
+        if not _safe_relative(path):
+            raise SandboxError(f"download {path!r}: only paths inside the scratch dir can be read")
         reply = await self._request({"op": "read", "path": path, "max_bytes": self.limits.scratch_bytes})
-        return base64.b64decode(reply["data"])
+        try:
+            return base64.b64decode(str(reply["data"]), validate=True)
+        except (KeyError, ValueError) as exc:
+            raise SandboxError(f"download {path!r}: malformed reply from the sandbox ({exc})") from None
 
     async def list_files(self) -> list[FileInfo]:
         reply = await self._request({"op": "list"})
-        return [FileInfo(**f) for f in reply["files"]]
+        try:
+            return [FileInfo.model_validate(f) for f in reply["files"] if _safe_relative(str(f.get("path", "")))]
+        except (KeyError, TypeError, AttributeError, ValidationError) as exc:
+            raise SandboxError(f"list_files: malformed reply from the sandbox ({type(exc).__name__})") from None
 
     async def _request(self, message: dict[str, Any]) -> dict[str, Any]:
         async with self._lock:
@@ -508,6 +574,8 @@ class LocalSandbox(Sandbox):
             message["id"] = request_id = next(self._ids)
             await interpreter.send(message)
             async for kind, payload in interpreter.items_until(time.monotonic() + REQUEST_TIMEOUT_S):
+                if kind == "garbage":
+                    break
                 if kind == "event" and payload.get("id") == request_id:
                     self._last_used = time.monotonic()
                     if payload.get("type") == "error":
@@ -530,28 +598,30 @@ class LocalSandbox(Sandbox):
     def _max_frame(self) -> int:
         return self.limits.scratch_bytes * 4 // 3 + (1 << 20) + self.limits.max_output_bytes
 
-    def _bwrap_argv(self, workdir: Path, event_fd: int) -> list[str]:
+    def _bwrap_argv(self, data_fds: dict[str, int], event_fd: int) -> list[str]:
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
-        if os.geteuid() == 0:
-            argv += ["--cap-drop", "ALL"]
+        argv += ["--cap-drop", "ALL"]
         if _bwrap_supports(self.bwrap, "--disable-userns"):  # bwrap >= 0.8: no nested userns
             argv += ["--disable-userns"]
         argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
         argv += _system_binds()
         if not str(self.python_prefix).startswith("/usr/"):
             argv += ["--ro-bind", str(self.python_prefix), str(self.python_prefix)]
-        argv += ["--proc", "/proc", "--dev", "/dev"]
+        argv += ["--proc", "/proc", *policy.mask_arguments(), "--dev", "/dev"]
         for target, size in self._tmpfs_sizes().items():
             argv += ["--size", str(size), "--tmpfs", target]
-        for name in ("passwd", "group", "hosts"):
-            argv += ["--ro-bind", str(workdir / name), f"/etc/{name}"]
+        for target, fd in data_fds.items():
+            if target.startswith("/"):
+                argv += ["--ro-bind-data", str(fd), target]
         for name in ("ld.so.cache", "localtime"):
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-        argv += ["--ro-bind", str(DRIVER_ON_HOST), DRIVER_IN_SANDBOX]
         argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", SCRATCH, "--clearenv"]
+        argv += ["--seccomp", str(data_fds["seccomp"])]
         for key, value in self._environment().items():
             argv += ["--setenv", key, value]
-        return argv + ["--", str(self.python), "-u", "-I", "-B", DRIVER_IN_SANDBOX, str(event_fd)]
+        # session_tag: a public random name on the driver's command line, so this session's
+        # processes can be told from other sessions' on the same host (tests, operators).
+        return argv + ["--", str(self.python), "-u", "-I", "-B", DRIVER_IN_SANDBOX, str(event_fd), self.session_tag]
 
     def _environment(self) -> dict[str, str]:
         return {
@@ -572,6 +642,11 @@ class LocalSandbox(Sandbox):
         applied = cgroup.applied if cgroup else []
         root = os.geteuid() == 0
         self.mechanisms = {
+            "host_uid": f"bwrap started as host uid {self.identity.uid}:{self.identity.gid} (dropped from root)"
+            if self.identity else f"the caller's own uid {os.geteuid()} (not root)",
+            "masks": "bwrap --ro-bind (read-only /proc/sys ...), /dev/null and tmpfs over masked paths",
+            "syscalls": "libseccomp filter loaded by bwrap --seccomp (EPERM)",
+            "keyring": "new session keyring + keyring syscalls denied",
             "network": "bwrap --unshare-net (empty network namespace, own loopback)",
             "filesystem": "bwrap: read-only binds of /usr, /lib*, python prefix; ro root",
             "scratch": "bwrap --size --tmpfs (kernel-enforced size cap)",
@@ -614,17 +689,108 @@ def _launch_environment() -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
-def _write_etc(workdir: Path) -> None:
-    """A minimal /etc: who the sandbox user is, and localhost. Nothing from the host's /etc."""
-    uid = SANDBOX_UID
-    (workdir / "passwd").write_text(f"root:x:0:0:root:/:/bin/false\nsandbox:x:{uid}:{uid}:sandbox:{SCRATCH}:/bin/sh\n")
-    (workdir / "group").write_text(f"root:x:0:\nsandbox:x:{uid}:\n")
-    (workdir / "hosts").write_text("127.0.0.1 localhost sandbox\n::1 localhost\n")
+_DRIVER_REASONS = frozenset({"ok", "error", "timeout", "output_limit", "interrupted", "memory", "cpu"})
 
 
-def _limit_launch(limits: SandboxLimits, cgroup: Cgroup | None):
-    """Runs in the forked child just before exec of bwrap: rlimits and cgroup are inherited."""
+def _parse_done(frame: dict[str, Any]) -> dict[str, Any]:
+    """A validated 'done' frame: typed error and files; paths that are not plainly inside
+    scratch become skipped entries and are never downloaded. Anything else: ProtocolError."""
+    try:
+        reason = frame.get("reason")
+        if reason not in _DRIVER_REASONS:
+            raise ValueError(f"unknown reason {str(reason)[:40]!r}")
+        error = ExecError.model_validate(frame["error"]) if frame.get("error") is not None else None
+        listed = [FileInfo.model_validate(f) for f in frame.get("files") or []]
+        skipped = [SkippedFile.model_validate(f) for f in frame.get("skipped") or []]
+        omitted = frame.get("omitted") or 0
+        if not isinstance(omitted, int) or omitted < 0:
+            raise ValueError("bad 'omitted' count")
+    except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ProtocolError(f"a malformed 'done' frame ({type(exc).__name__})") from None
+    files = [f for f in listed if _safe_relative(f.path)]
+    skipped += [SkippedFile(path=f.path, reason="not a path inside scratch") for f in listed if not _safe_relative(f.path)]
+    return {"reason": reason, "error": error, "files": files, "skipped": skipped, "omitted": omitted}
+
+
+def _safe_relative(path: str) -> bool:
+    """A path the host may ask for or save: relative, normalised, inside scratch, no NUL."""
+    if not path or "\0" in path or len(path) > 4096 or path.startswith("/"):
+        return False
+    parts = path.split("/")
+    return all(part not in ("", ".", "..") for part in parts)
+
+
+@functools.cache
+def _driver_source() -> bytes:
+    return DRIVER_ON_HOST.read_bytes()
+
+
+def _data_fds(files: dict[str, bytes]) -> dict[str, int]:
+    """One memfd per file, positioned at its start, for bwrap's --ro-bind-data / --seccomp."""
+    fds: dict[str, int] = {}
+    for target, data in files.items():
+        fd = os.memfd_create("toolrail-jail", 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        fds[target] = fd
+    return fds
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_CLONE_NEWNS, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x00020000, 4096, 1 << 14, 1 << 18
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "arm64": 219}.get(platform.machine())
+_KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        raise OSError(ctypes.get_errno(), f"{what} failed before starting bwrap")
+
+
+def _hidden_ancestor(path: Path, identity: HostIdentity) -> Path | None:
+    """The first folder above `path` that `identity` cannot traverse (e.g. /root, mode 700)."""
+    current = Path("/")
+    for part in path.parts[1:]:
+        info = current.stat()
+        mode = info.st_mode
+        if not (mode & stat.S_IXOTH or (info.st_uid == identity.uid and mode & stat.S_IXUSR)
+                or (info.st_gid == identity.gid and mode & stat.S_IXGRP)):
+            return current
+        current = current / part
+    return None
+
+
+def _expose(prefix: Path, hidden: Path) -> None:
+    """In a private mount namespace of the launcher only: cover `hidden` with an empty tmpfs
+    and bind `prefix` back at its own path, so the unprivileged bwrap can reach the Python
+    install under e.g. /root without any change to the host's modes."""
+    _check(_LIBC.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(_LIBC.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "making mounts private")
+    source = os.open(prefix, os.O_PATH | os.O_DIRECTORY)  # opened in this namespace, before covering
+    _check(_LIBC.mount(b"tmpfs", bytes(hidden), b"tmpfs", 0, b"mode=0755,size=64k"), f"covering {hidden}")
+    os.makedirs(prefix, exist_ok=True)
+    _check(_LIBC.mount(f"/proc/self/fd/{source}".encode(), bytes(prefix), None, _MS_BIND | _MS_REC, None),
+           f"binding {prefix}")
+    os.close(source)
+
+
+def _join_new_session_keyring() -> None:
+    """A fresh anonymous session keyring: nothing of the host's session keyring is reachable."""
+    if _SYS_KEYCTL is not None:
+        _LIBC.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, None)
+
+
+def _limit_launch(limits: SandboxLimits, cgroup: Cgroup | None, identity: HostIdentity | None = None,
+                  prefix: Path | None = None):
+    """Runs in the forked child just before exec of bwrap: rlimits and cgroup are inherited.
+
+    As root: join the cgroup and set limits while still root, then drop for good to the
+    unprivileged host uid/gid (Popen's user= would drop *before* this function runs)."""
     join_paths = cgroup.join_file_paths() if cgroup else []
+    hidden = _hidden_ancestor(prefix, identity) if identity and prefix else None
     nproc = limits.max_processes + 4
     settings = [
         (resource.RLIMIT_AS, limits.memory_bytes),
@@ -633,7 +799,9 @@ def _limit_launch(limits: SandboxLimits, cgroup: Cgroup | None):
         (resource.RLIMIT_CORE, 0),
         (resource.RLIMIT_NOFILE, 1024),
     ]
-    set_nproc = os.geteuid() != 0  # root is exempt from RLIMIT_NPROC anyway
+    # root is exempt from RLIMIT_NPROC; the dropped uid is not, but it is shared by every jail
+    # of this host, so the per-jail cgroup is preferred when there is one.
+    set_nproc = os.geteuid() != 0 or (identity is not None and not (cgroup and "pids" in cgroup.applied))
 
     def apply() -> None:
         for path in join_paths:
@@ -643,6 +811,15 @@ def _limit_launch(limits: SandboxLimits, cgroup: Cgroup | None):
             resource.setrlimit(which, (value, value))
         if set_nproc:
             resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        if identity is not None:
+            if hidden is not None and prefix is not None:
+                _expose(prefix, hidden)
+            os.setgroups([])
+            os.setresgid(identity.gid, identity.gid, identity.gid)
+            os.setresuid(identity.uid, identity.uid, identity.uid)
+            if os.getuid() == 0 or os.geteuid() == 0:
+                os._exit(126)
+        _join_new_session_keyring()
 
     return apply
 
