@@ -13,8 +13,10 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 
+from toolrail.calls import wire_id
 from toolrail.execution import AskedDuringSpeculation, CallExecutor, Outcome
 from toolrail.ledger import SideEffectLedger
+from toolrail.limits import deadline_at, seconds_left
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import CallTask, ValidatedCall
 from toolrail.tools.registry import ToolRegistry
@@ -25,6 +27,7 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
         call, thread = task["call"], thread_of(config)
         tool = tools.get(call["name"])
         running = speculation.take(thread, call["id"], call["args"])
+        left = seconds_left(deadline_at(config, task.get("deadline_at")))  # no call outlives the run's deadline
         if running is not None:
             try:
                 return tool_outcome(call, await running, speculative=True)
@@ -32,9 +35,10 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
                 pass  # the tool called interrupt(): run it here, where the question can pause the graph
         state = task.get("state")
         if tool.side_effects and ledger is not None:
-            outcome = await ledger.run_once(thread, call["id"], tool.name, lambda: executor.execute(tool, call["args"], call["id"], state=state))
+            outcome = await ledger.run_once(thread, call["id"], tool.name, call["args"],
+                                            lambda: executor.execute(tool, call["args"], call["id"], state=state, within=left))
         else:
-            outcome = await executor.execute(tool, call["args"], call["id"], state=state)
+            outcome = await executor.execute(tool, call["args"], call["id"], state=state, within=left)
         return tool_outcome(call, outcome)
 
     return run_tool
@@ -43,7 +47,7 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
 def tool_outcome(call: ValidatedCall, outcome: Outcome, speculative: bool = False) -> dict[str, Any]:
     """The state update every executing node returns for one call."""
     message = ToolMessage(
-        content=outcome.content, tool_call_id=call["id"], name=call["name"],
+        content=outcome.content, tool_call_id=wire_id(call), name=call["name"],
         status="success" if outcome.status == "ok" else "error",
     )
     return {"messages": [message], "results": [outcome.as_result(call, speculative)]}

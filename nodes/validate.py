@@ -16,6 +16,8 @@ from langgraph.types import Send
 
 from toolrail.approval import ApprovalPolicy, per_run_setting
 from toolrail.nodes.approve import dispatch
+from toolrail.arguments import DEFAULT_LIMITS, ArgumentLimits, ArgumentsRejected, parse_arguments
+from toolrail.calls import wire_id
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, CallVerdict, RawCall, RunFailure, ValidatedCall
 from toolrail.tools.registry import FieldError, InvalidToolCall, ToolRegistry
@@ -27,12 +29,12 @@ NOT_RUN = (
 
 
 def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: int = 2,
-                  approval: ApprovalPolicy | None = None, parallel: bool = True):
+                  approval: ApprovalPolicy | None = None, parallel: bool = True, limits: ArgumentLimits = DEFAULT_LIMITS):
     approval = approval or ApprovalPolicy()
 
     async def validate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         turn = sum(1 for m in state["messages"] if m.type == "ai")
-        checked = [_check(tools, call) for call in state.get("turn_calls", [])]
+        checked = [_check(tools, call, limits) for call in state.get("turn_calls", [])]
         verdicts = [_verdict(call, turn, error) for call, (_, error) in zip(state["turn_calls"], checked)]
         if all(error is None for _, error in checked):
             calls = [_plan(tools, v, approval, parallel, per_run_setting(config)) for v, _ in checked]
@@ -53,7 +55,7 @@ def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: in
     return validate
 
 
-def make_route_after_validate(tools: ToolRegistry):
+def make_route_after_validate(tools: ToolRegistry, rebuild_sandbox: bool = True):
     def route_after_validate(state: AgentState) -> list[Send] | str:
         """Valid turn: fan out one task per call (calls waiting for a person go to the approve
         node; sequential ones run after the others). Invalid: back to the planner, or stop."""
@@ -61,7 +63,7 @@ def make_route_after_validate(tools: ToolRegistry):
             return END
         if not state.get("validated_calls"):
             return "planner"
-        return dispatch(state, tools)
+        return dispatch(state, tools, rebuild_sandbox=rebuild_sandbox)
 
     return route_after_validate
 
@@ -77,30 +79,37 @@ def _plan(tools: ToolRegistry, call: ValidatedCall, approval: ApprovalPolicy, pa
     return call
 
 
-def _check(tools: ToolRegistry, call: RawCall) -> tuple[ValidatedCall | None, InvalidToolCall | None]:
+def _check(tools: ToolRegistry, call: RawCall, limits: ArgumentLimits = DEFAULT_LIMITS) -> tuple[ValidatedCall | None, InvalidToolCall | None]:
     tool = tools.get(call["name"])
     if tool is None:
         known = ", ".join(t.wire_name or t.name for t in tools)
-        error = FieldError("name", f"unknown tool {call['name']!r}; available tools: {known}", kind="unknown_tool")
-        return None, InvalidToolCall(call["name"], [error])
+        error = FieldError("name", f"unknown tool {call['name'][:100]!r}; available tools: {known}", kind="unknown_tool")
+        return None, InvalidToolCall(call["name"][:100], [error])
+    text = call["arguments"].strip()
+    try:  # size, depth, NaN/Infinity, duplicate keys: before any validator sees the arguments
+        parsed = parse_arguments(text, limits) if text else {}
+    except ArgumentsRejected as exc:
+        return None, InvalidToolCall(tool.name, [FieldError("arguments", str(exc), kind="json")])
     try:
-        args = tool.validate(call["arguments"])
+        args = tool.validate(parsed if isinstance(parsed, dict) else text)
     except InvalidToolCall as exc:
         return None, exc
     validated = ValidatedCall(id=call["id"], name=tool.name, args=args.model_dump(mode="json", by_alias=True), target=tool.target)
+    if call.get("wire_id"):
+        validated["wire_id"] = call["wire_id"]
     return validated, None
 
 
 def _verdict(call: RawCall, turn: int, error: InvalidToolCall | None) -> CallVerdict:
     return CallVerdict(
-        id=call["id"], name=call["name"], turn=turn, valid=error is None,
+        id=call["id"], name=call["name"][:100], turn=turn, valid=error is None,
         error=None if error is None else error.feedback(),
     )
 
 
 def _feedback(call: RawCall, error: InvalidToolCall | None) -> ToolMessage:
     text = NOT_RUN if error is None else error.feedback()
-    return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"] or "unknown", status="error")
+    return ToolMessage(content=text, tool_call_id=wire_id(call), name=call["name"][:100] or "unknown", status="error")
 
 
 def _exhausted(attempts: int, verdicts: list[CallVerdict]) -> RunFailure:

@@ -61,8 +61,9 @@ class CallExecutor:
         return self._caps[loop]
 
     async def execute(self, tool: Tool, args: dict[str, Any], call_id: str = "", speculative: bool = False,
-                      state: dict[str, Any] | None = None) -> Outcome:
-        timeout = tool.timeout or self.default_timeout
+                      state: dict[str, Any] | None = None, within: float = float("inf")) -> Outcome:
+        """Run one call; `within` (seconds left before the run's deadline) caps its timeout."""
+        timeout = min(tool.timeout or self.default_timeout, max(within, 0.0))
         trace = {  # names and metadata for LangSmith; ignored when tracing is off
             "run_name": f"tool:{tool.name}", "tags": ["toolrail", "speculative" if speculative else "dispatched"],
             "metadata": {"tool": tool.name, "call_id": call_id, "speculative": speculative, "side_effects": tool.side_effects},

@@ -35,14 +35,15 @@ class Speculation:
         self.hold = hold
         self._running: dict[tuple[str, str], _Started] = {}
 
-    def start(self, thread: str, call_id: str, tool: Tool, args: dict[str, Any]) -> bool:
-        """Start `tool(args)` now, if speculation is on and the tool allows it."""
+    def start(self, thread: str, call_id: str, tool: Tool, args: dict[str, Any], within: float = float("inf")) -> bool:
+        """Start `tool(args)` now, if speculation is on and the tool allows it (`within`: seconds
+        left before the run's deadline, which the call may not outlive)."""
         if not self.enabled or not tool.speculative or tool.side_effects or (thread, call_id) in self._running:
             return False
         if self.hold is not None and self.hold(tool, args):
             return False
         task = asyncio.get_running_loop().create_task(
-            self.executor.execute(tool, args, call_id, speculative=True), context=_speculative_context()
+            self.executor.execute(tool, args, call_id, speculative=True, within=within), context=_speculative_context()
         )
         self._running[(thread, call_id)] = _Started(args, task)
         return True
