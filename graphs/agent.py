@@ -20,6 +20,12 @@ the tools tasks then await those instead of starting them again.
 
 `graph` (bottom) is what langgraph.json serves; apps call `build_graph` with their own
 model, tools and checkpointer.
+
+Exactly-once is on wherever checkpoints are: side-effecting calls (and `run_python`) go through
+a ledger that lives with the checkpointer (toolrail/checkpoints.py); a checkpointer toolrail
+cannot place a ledger beside, with side-effecting tools and no `ledger=`, is refused here.
+Every limit of toolrail/limits.py is an argument; LangGraph's recursion limit is set above
+what the turn limit allows, so a run ends with `failure.reason == "turn_limit"` first.
 """
 
 from __future__ import annotations
@@ -32,11 +38,17 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.store.base import BaseStore
 
 from toolrail.approval import ApprovalPolicy, ApprovalRule
+from toolrail.arguments import DEFAULT_MAX_ARGUMENT_BYTES, DEFAULT_MAX_ARGUMENT_DEPTH, ArgumentLimits
 from toolrail.backoff import RetryPolicy
+from toolrail.checkpoints import ledger_for_checkpointer, ledger_from_environment
 from toolrail.execution import DEFAULT_MAX_CONCURRENCY, DEFAULT_TOOL_TIMEOUT_S, CallExecutor
 from toolrail.journal import ResultJournal, journal_beside
-from toolrail.ledger import SideEffectLedger
 from toolrail.final_answer import ResponseFormat
+from toolrail.ledger import SideEffectLedger
+from toolrail.limits import (
+    DEFAULT_CHUNK_GAP_TIMEOUT_S, DEFAULT_DEADLINE_S, DEFAULT_FIRST_CHUNK_TIMEOUT_S, DEFAULT_MAX_CALLS_PER_TURN,
+    DEFAULT_MAX_TURNS, DEFAULT_REPLY_TIMEOUT_S, RunLimits,
+)
 from toolrail.models import default_model
 from toolrail.nodes.answer import make_answer_check, route_after_answer
 from toolrail.nodes.approve import dispatch, make_approve, make_route_after_approve
@@ -56,7 +68,7 @@ from toolrail.usage import UNLIMITED, Budget
 DEFAULT_TOOLS = all_tools(demo_tools, sandbox_tools)
 
 
-def make_route_after_planner(tools: ToolRegistry, response: bool = False):
+def make_route_after_planner(tools: ToolRegistry, response: bool = False, rebuild_sandbox: bool = True):
     def route_after_planner(state: AgentState) -> Any:
         """No calls (or a failure): done (with a response format, a reply without calls is the
         final answer: check it). All calls valid: the same dispatch as after the validate node
@@ -64,7 +76,7 @@ def make_route_after_planner(tools: ToolRegistry, response: bool = False):
         if state.get("failure") or not state.get("turn_calls"):
             return "answer" if response and not state.get("failure") else END
         if state.get("validated_calls"):
-            return dispatch(state, tools)
+            return dispatch(state, tools, rebuild_sandbox=rebuild_sandbox)
         return "validate"
 
     return route_after_planner
@@ -90,6 +102,15 @@ def build_graph(
     approval: ApprovalRule = None,
     parallel: bool = True,
     store: BaseStore | None = None,
+    max_turns: int = DEFAULT_MAX_TURNS,
+    deadline: float | None = DEFAULT_DEADLINE_S,
+    model_first_chunk_timeout: float = DEFAULT_FIRST_CHUNK_TIMEOUT_S,
+    model_chunk_timeout: float = DEFAULT_CHUNK_GAP_TIMEOUT_S,
+    model_reply_timeout: float = DEFAULT_REPLY_TIMEOUT_S,
+    max_calls_per_turn: int = DEFAULT_MAX_CALLS_PER_TURN,
+    max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
+    max_argument_depth: int = DEFAULT_MAX_ARGUMENT_DEPTH,
+    rebuild_sandbox: bool = True,
 ):
     """The agent graph. `model` is any LangChain chat model that binds tools.
 
@@ -108,6 +129,19 @@ def build_graph(
     model = default_model() if model is None else model
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+    limits = RunLimits(
+        max_turns=max_turns, deadline_s=deadline, first_chunk_timeout_s=model_first_chunk_timeout,
+        chunk_gap_timeout_s=model_chunk_timeout, reply_timeout_s=model_reply_timeout,
+        max_calls_per_turn=max_calls_per_turn, arguments=ArgumentLimits(max_argument_bytes, max_argument_depth),
+    )
+    if ledger is None:
+        ledger = ledger_for_checkpointer(checkpointer)
+    if ledger is None and any(tool.side_effects for tool in tools):
+        effectful = ", ".join(tool.name for tool in tools if tool.side_effects)
+        raise ValueError(
+            f"tools with side effects ({effectful}) need a ledger to run exactly once, and toolrail cannot place one "
+            f"beside a {type(checkpointer).__name__}: pass ledger=SqliteSideEffectLedger(...) or PostgresSideEffectLedger(...)"
+        )
 
     budget = Budget(max_tokens_total=budget) if isinstance(budget, int) else (budget or UNLIMITED)
     response = response_format if isinstance(response_format, ResponseFormat) or response_format is None else ResponseFormat(response_format)
@@ -119,33 +153,35 @@ def build_graph(
 
     builder = StateGraph(AgentState)
     builder.add_node("planner", make_planner(model, tools, speculation, system_prompt, retry=model_retry or RetryPolicy(),
-                                             budget=budget, response=response, approval=policy, parallel=parallel))
-    builder.add_node("validate", make_validate(tools, speculation, max_retries, policy, parallel))
+                                             budget=budget, response=response, approval=policy, parallel=parallel,
+                                             limits=limits))
+    builder.add_node("validate", make_validate(tools, speculation, max_retries, policy, parallel, limits.arguments))
     runners = {"tools": make_tool_runner(tools, executor, speculation, ledger, journal or journal_beside(ledger))}
     builder.add_node("tools", runners["tools"])
 
     executors = ["tools"]
     if any(tool.target == "sandbox" for tool in tools):
-        runners["sandbox"] = make_sandbox_node(sandboxes or SandboxSessions())
+        runners["sandbox"] = make_sandbox_node(sandboxes or SandboxSessions(), ledger)
         builder.add_node("sandbox", runners["sandbox"])
         executors.append("sandbox")
     builder.add_node("approve", make_approve(tools))
-    builder.add_node("ordered", make_ordered(tools, runners))
+    builder.add_node("ordered", make_ordered(tools, runners, rebuild_sandbox))
 
     after_calls = ["planner", "ordered", *executors]
     builder.add_edge(START, "planner")
     if response is None:
-        builder.add_conditional_edges("planner", make_route_after_planner(tools), ["validate", *after_calls, "approve", END])
+        builder.add_conditional_edges("planner", make_route_after_planner(tools, rebuild_sandbox=rebuild_sandbox), ["validate", *after_calls, "approve", END])
     else:
         builder.add_node("answer", make_answer_check(response, max_retries))
-        builder.add_conditional_edges("planner", make_route_after_planner(tools, response=True), ["validate", "answer", *after_calls, "approve", END])
+        builder.add_conditional_edges("planner", make_route_after_planner(tools, response=True, rebuild_sandbox=rebuild_sandbox), ["validate", "answer", *after_calls, "approve", END])
         builder.add_conditional_edges("answer", route_after_answer, ["planner", END])
-    builder.add_conditional_edges("validate", make_route_after_validate(tools), [*after_calls, "approve", END])
-    builder.add_conditional_edges("approve", make_route_after_approve(tools), after_calls)
+    builder.add_conditional_edges("validate", make_route_after_validate(tools, rebuild_sandbox), [*after_calls, "approve", END])
+    builder.add_conditional_edges("approve", make_route_after_approve(tools, rebuild_sandbox), after_calls)
     for executor_node in executors:
         builder.add_conditional_edges(executor_node, route_after_calls, ["planner", "ordered"])
     builder.add_edge("ordered", "planner")
-    return builder.compile(checkpointer=checkpointer, store=store, name="toolrail")
+    compiled = builder.compile(checkpointer=checkpointer, store=store, name="toolrail")
+    return compiled.with_config(recursion_limit=limits.recursion_limit)
 
 
-graph = build_graph()
+graph = build_graph(ledger=ledger_from_environment())

@@ -70,27 +70,39 @@ def _with_edited_args(messages: list[Any], edited: dict[str, dict[str, Any]]) ->
     return last.model_copy(update={"tool_calls": calls})
 
 
-def call_task(call: ValidatedCall, state: AgentState, tools: ToolRegistry) -> dict[str, Any]:
-    """What one executing task receives: the call, and the state only for tools that inject it."""
+def completed_cells(state: AgentState) -> list[str]:
+    """The code of the thread's sandbox cells that completed, oldest first (for a rebuild)."""
+    return [r["sandbox"]["code"] for r in state.get("results") or []
+            if r["status"] == "ok" and isinstance(r.get("sandbox"), dict) and r["sandbox"].get("code")]
+
+
+def call_task(call: ValidatedCall, state: AgentState, tools: ToolRegistry, rebuild_sandbox: bool = True) -> dict[str, Any]:
+    """What one executing task receives: the call and the run's deadline; the state only for
+    tools that inject it; for sandbox calls, the thread's completed cells (to rebuild a new
+    session after a resume) unless `rebuild_sandbox` is off."""
+    task: dict[str, Any] = {"call": call, "deadline_at": state.get("deadline_at")}
     tool = tools.get(call["name"])
     if tool is not None and tool.needs_state:
-        return {"call": call, "state": {k: v for k, v in state.items()}}
-    return {"call": call}
+        task["state"] = {k: v for k, v in state.items()}
+    if call["target"] == "sandbox" and rebuild_sandbox:
+        task["rebuild"] = completed_cells(state)
+    return task
 
 
 def tools_task(calls: list[ValidatedCall], state: AgentState, tools: ToolRegistry) -> list[Send]:
-    """One tools task for all of the turn's ready tools calls (`{"calls": [...]}`), with the state
-    only when one of their tools injects it; none when there are no such calls."""
+    """One tools task for all of the turn's ready tools calls (`{"calls": [...]}`), with the run's
+    deadline (no call may outlive it) and the state only when one of their tools injects it;
+    none when there are no such calls."""
     batch = [c for c in calls if c["target"] == "tools"]
     if not batch:
         return []
-    task: dict[str, Any] = {"calls": batch}
+    task: dict[str, Any] = {"calls": batch, "deadline_at": state.get("deadline_at")}
     if any((tool := tools.get(c["name"])) is not None and tool.needs_state for c in batch):
         task["state"] = {k: v for k, v in state.items()}
     return [Send("tools", task)]
 
 
-def dispatch(state: AgentState, tools: ToolRegistry, only_decided: bool = False) -> list[Send] | str:
+def dispatch(state: AgentState, tools: ToolRegistry, only_decided: bool = False, rebuild_sandbox: bool = True) -> list[Send] | str:
     """Where the turn's calls go next: the concurrent tools calls as one `Send` together, each
     sandbox call as its own; the approve node
     while any call waits for a person; the ordered node for sequential calls; else the planner."""
@@ -98,7 +110,7 @@ def dispatch(state: AgentState, tools: ToolRegistry, only_decided: bool = False)
     waiting = any(c.get("approval") for c in calls)
     ready = [c for c in calls if not c.get("approval") and not c.get("sequential") and (c.get("decision") or not only_decided)]
     sends: list[Any] = tools_task(ready, state, tools)
-    sends += [Send(c["target"], call_task(c, state, tools)) for c in ready if c["target"] != "tools"]
+    sends += [Send(c["target"], call_task(c, state, tools, rebuild_sandbox)) for c in ready if c["target"] != "tools"]
     if waiting:
         return [*sends, "approve"]
     if sends:
@@ -106,9 +118,9 @@ def dispatch(state: AgentState, tools: ToolRegistry, only_decided: bool = False)
     return "ordered" if any(c.get("sequential") for c in calls) else "planner"
 
 
-def make_route_after_approve(tools: ToolRegistry):
+def make_route_after_approve(tools: ToolRegistry, rebuild_sandbox: bool = True):
     def route_after_approve(state: AgentState) -> list[Send] | str:
         """The approved (or edited) concurrent calls start now; the others already ran."""
-        return dispatch(state, tools, only_decided=True)
+        return dispatch(state, tools, only_decided=True, rebuild_sandbox=rebuild_sandbox)
 
     return route_after_approve

@@ -21,11 +21,11 @@ from toolrail.tools.registry import ToolRegistry
 Runner = Callable[[dict[str, Any], RunnableConfig], Awaitable[dict[str, Any]]]
 
 
-def make_ordered(tools: ToolRegistry, runners: dict[str, Runner]):
+def make_ordered(tools: ToolRegistry, runners: dict[str, Runner], rebuild_sandbox: bool = True):
     async def ordered(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         update: dict[str, Any] = {"messages": [], "results": []}
         for call in [c for c in state.get("validated_calls") or [] if c.get("sequential")]:
-            done = await runners[call["target"]](call_task(call, state, tools), config)
+            done = await runners[call["target"]](call_task(call, state, tools, rebuild_sandbox), config)
             update["messages"] += done["messages"]
             update["results"] += done["results"]
         return update

@@ -1,16 +1,24 @@
 """planner: ask the model for the next step, with every tool bound in strict form.
 
 Reads `messages`; writes the assistant message, the turn's raw calls (`turn_calls`) and, when
-the model cannot be reached, a structured `failure`. A turn whose calls are all valid is
-validated here (`validated_calls`, `verdicts`) and goes straight to the executors; any other
+the model cannot be reached or a limit is hit, a structured `failure`. A turn whose calls are all
+valid is validated here (`validated_calls`, `verdicts`, with the validate node's own checks:
+argument limits, strict JSON, run-unique call ids) and goes straight to the executors; any other
 turn goes to the validate node. While the reply streams, each call whose
 arguments are complete and valid is started at once (speculative dispatch); if the stream then
 breaks, those calls are cancelled and recorded as such.
+
+Limits (toolrail/limits.py): turns per run, the run's deadline, time to the first chunk, the
+gap between chunks, the whole reply, calls per turn, and argument size — the stream is cut as
+soon as one is crossed, so a model that never stops cannot keep the run going.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -21,12 +29,18 @@ from langchain_core.runnables import RunnableBinding, RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.errors import GraphBubbleUp
 
+import httpx
+import openai
+from langchain_core.exceptions import ModelTimeoutError
+
 from toolrail.backoff import RetriesExhausted, RetryPolicy, call_with_backoff
-from toolrail.calls import add_fragment, as_raw_call, history_message, merge_chunks, raw_calls
+from toolrail.calls import CallIds, add_fragment, as_raw_call, history_message, ids_in_thread, merge_chunks, raw_calls
 from toolrail.errors import ModelUnavailable
 from toolrail.final_answer import ResponseFormat
 from toolrail.approval import ApprovalPolicy, per_run_setting
-from toolrail.nodes.validate import valid_turn
+from toolrail.arguments import ArgumentLimits
+from toolrail.limits import RunLimits, deadline_at, seconds_left, turns_this_run
+from toolrail.nodes.validate import valid_turn, validate_arguments
 from toolrail.providers import bind_tools_for_provider, explain_model_error, with_usage_reporting
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, RawCall, RunFailure
@@ -40,9 +54,18 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+class ModelTimedOut(Exception):
+    """The reply did not arrive within one of the model limits (or the run's deadline)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Speculation, system_prompt: str = DEFAULT_SYSTEM_PROMPT,
                  *, retry: RetryPolicy = RetryPolicy(), budget: Budget = UNLIMITED, response: ResponseFormat | None = None,
-                 approval: ApprovalPolicy | None = None, parallel: bool = True):
+                 approval: ApprovalPolicy | None = None, parallel: bool = True, limits: RunLimits | None = None):
+    limits = limits or RunLimits()
     # Tools go out in the form the model's provider takes, with strict/parallel asked for only
     # where the provider has them (toolrail/providers.py); toolrail validates every call anyway.
     bound = bind_tools_for_provider(with_usage_reporting(model), tools)
@@ -52,18 +75,30 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
 
     async def planner(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         thread = thread_of(config)
+        turns = turns_this_run(state["messages"])
+        update: dict[str, Any] = {}
+        run_deadline = deadline_at(config, None if turns == 0 else state.get("deadline_at"))
+        if turns == 0 and limits.deadline_s is not None:
+            update["deadline_at"] = time.time() + limits.deadline_s
+            run_deadline = deadline_at(config, update["deadline_at"])
+        if turns >= limits.max_turns:
+            return {**update, "failure": _failure("turn_limit", f"the run reached its limit of {limits.max_turns} model turns (--max-turns)", state)}
+        if seconds_left(run_deadline) <= 0:
+            return {**update, "failure": _failure("deadline", "the run passed its deadline (--deadline) before the model's next turn", state)}
         prompt = [SystemMessage(system_prompt), *state["messages"]]
         run = current_run(state["messages"])
         earlier = state.get("model_calls") or []
         spent = run_total(earlier, run)
         if why := budget.exceeded(spent):
-            return {"failure": budget_failure(why, state), "usage_total": spent}
+            return {**update, "failure": budget_failure(why, state), "usage_total": spent}
         started: list[RawCall] = []
         checked: dict[str, tuple[str, Any]] = {}  # call id -> (raw arguments, model): validated while streaming
         discarded: list = []
         waits: list[dict[str, Any]] = []
         writer = get_stream_writer()
         traced = {**config, "run_name": "model", "metadata": {**config.get("metadata", {}), "attempt": state.get("attempts", 0) + 1}}
+        used_ids = ids_in_thread(state)
+        watchers: list[CallWatcher] = []
 
         def on_wait(event: dict[str, Any]) -> None:
             waits.append(event)
@@ -72,51 +107,84 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
 
         async def attempt() -> BaseMessage:
             checked.clear()
-            watcher = CallWatcher(lambda call: _speculate(call, tools, speculation, thread, started, checked))
-            return await _stream_reply(bound, prompt, traced, watcher)
+            ids = CallIds(used_ids)
+            watchers.append(CallWatcher(
+                lambda call: _speculate(call, tools, speculation, thread, started, checked, run_deadline, limits.arguments), ids, limits))
+            return await _stream_reply(bound, prompt, traced, watchers[-1], limits, run_deadline)
 
         turn = sum(1 for m in state["messages"] if m.type == "ai") + 1
         started_at, clock = time.time(), time.perf_counter()
         try:
-            reply = await call_with_backoff(attempt, retry, on_wait=on_wait, deadline=(config.get("configurable") or {}).get("deadline"))
+            reply = await call_with_backoff(attempt, retry, on_wait=on_wait, deadline=run_deadline)
         except GraphBubbleUp:
             raise
         except Exception as exc:  # the model boundary: every provider error ends as a structured failure
             record = model_call(None, run=run, turn=turn, budget=budget, started_at=started_at,
                                 duration_s=time.perf_counter() - clock, waits=waits, status="error")
-            return {"failure": _model_failure(exc, state), "model_calls": [record], "usage_total": run_total([*earlier, record], run),
-                    "results": discarded + speculation.cancel_turn(thread, started, "the model's stream broke")}
+            if isinstance(exc, ModelTimedOut):
+                failure, why = _failure(exc.reason, str(exc), state), "the model's reply timed out"
+            else:
+                failure, why = _model_failure(exc, state), "the model's stream broke"
+            return {**update, "failure": failure, "model_calls": [record], "usage_total": run_total([*earlier, record], run),
+                    "results": discarded + speculation.cancel_turn(thread, started, why)}
         record = model_call(reply, run=run, turn=turn, budget=budget, started_at=started_at,
                             duration_s=time.perf_counter() - clock, waits=waits)
         total = run_total([*earlier, record], run)
-        calls = raw_calls(reply)
-        update = {"messages": [history_message(reply, calls)], "turn_calls": calls, "failure": None,
-                  "model_calls": [record], "usage_total": total, "results": discarded}
+        watcher = watchers[-1]
+        found = watcher.raw_calls() if watcher.calls else raw_calls(reply)
+        if watcher.too_many or len(found) > limits.max_calls_per_turn:
+            cancelled = speculation.cancel_turn(thread, started, "the turn had too many calls")
+            message = f"the model sent more than {limits.max_calls_per_turn} tool calls in one turn (--max-calls-per-turn); none ran"
+            return {**update, "failure": _failure("call_limit", message, state), "model_calls": [record], "usage_total": total,
+                    "results": discarded + cancelled}
+        calls = [watcher.ids.assign(_capped(call, limits), position) for position, call in enumerate(found)]
+        update.update({"messages": [history_message(reply, calls, limits.arguments)], "turn_calls": calls, "failure": None,
+                       "model_calls": [record], "usage_total": total, "results": discarded})
         if calls and (why := budget.exceeded(total)):
             # The reply is kept, so the history shows what was asked, but nothing more runs.
             update["failure"] = budget_failure(why, state)
             update["results"] = discarded + speculation.cancel_turn(thread, started, "the run's budget is spent")
         elif calls:  # valid as it stands: straight to the executors; else the validate node words the errors
-            planned = valid_turn(tools, speculation, calls, turn, checked, approval, parallel, per_run_setting(config))
+            planned = valid_turn(tools, speculation, calls, turn, checked, approval, parallel, per_run_setting(config),
+                                 limits.arguments)
             update.update(planned or {"validated_calls": []})
         return update
 
     return planner
 
 
+def _capped(call: RawCall, limits: RunLimits) -> RawCall:
+    """Arguments over the size limit are kept only up to it (validation says they were cut)."""
+    cap = limits.arguments.max_bytes + 1
+    if len(call["arguments"]) > cap:
+        return {**call, "arguments": call["arguments"][:cap]}
+    return call
+
+
+def _failure(reason: str, message: str, state: AgentState) -> RunFailure:
+    return RunFailure(reason=reason, message=message, attempts=state.get("attempts", 0), errors=[])
+
+
 class CallWatcher:
     """Watches streamed tool-call fragments and reports each call once its arguments close.
 
     A call is complete when its accumulated arguments parse as a JSON object (nothing can
-    legally follow the closing brace) or when the next call's first fragment arrives.
+    legally follow the closing brace) or when the next call's first fragment arrives. It also
+    says when the stream must be cut: more calls than a turn may have, or arguments past the
+    size limit (the rest of such a reply is never read).
     """
 
-    def __init__(self, on_complete: Callable[[RawCall], None]):
-        self.on_complete = on_complete
+    def __init__(self, on_complete: Callable[[RawCall], None], ids: CallIds | None = None, limits: RunLimits | None = None):
+        self.on_complete, self.ids, self.limits = on_complete, ids or CallIds(), limits or RunLimits()
         self.calls: dict[Any, dict[str, str]] = {}
         self.done: set[Any] = set()
         self.open: dict[Any, None] = {}  # calls not yet complete, in order (usually one): O(1) per fragment
         self.position: dict[Any, int] = {}
+        self.too_many = self.too_big = False
+
+    @property
+    def stop(self) -> bool:
+        return self.too_many or self.too_big
 
     def feed(self, chunk: BaseMessage) -> None:
         for fragment in getattr(chunk, "tool_call_chunks", None) or []:
@@ -127,45 +195,94 @@ class CallWatcher:
             add_fragment(self.calls, fragment)
             if index not in self.done:
                 self.open[index] = None
+            if len(self.calls) > self.limits.max_calls_per_turn:
+                self.too_many = True
+                return
+            arguments = self.calls[index]["arguments"]
+            if len(arguments) > self.limits.arguments.max_bytes:
+                self.too_big = True  # validation refuses the call; the rest of the reply is not read
+                return
             piece = fragment.get("args") or ""
-            if "}" in piece and index not in self.done and _is_json_object(self.calls[index]["arguments"]):
+            if "}" in piece and index not in self.done and _is_json_object(arguments):
                 self._complete(index)
+
+    def raw_calls(self) -> list[RawCall]:
+        return [as_raw_call(c["id"], c["name"], c["arguments"], i) for i, c in enumerate(self.calls.values())]
 
     def _complete(self, index: Any) -> None:
         self.done.add(index)
         self.open.pop(index, None)
         call = self.calls[index]
-        self.on_complete(as_raw_call(call["id"], call["name"], call["arguments"], self.position[index]))
+        position = self.position[index]
+        self.on_complete(self.ids.assign(as_raw_call(call["id"], call["name"], call["arguments"], position), position))
 
 
 def _is_json_object(text: str) -> bool:
     try:
         return isinstance(json.loads(text), dict)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
 def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thread: str, started: list[RawCall],
-               checked: dict[str, tuple[str, Any]]) -> None:
+               checked: dict[str, tuple[str, Any]], run_deadline: float | None = None,
+               limits: ArgumentLimits | None = None) -> None:
     tool = tools.get(call["name"])
     if tool is None or not speculation.enabled or not tool.speculative or tool.side_effects:
         return
-    try:
-        model = tool.validate(call["arguments"])
+    try:  # the validate node's own strict check (limits, strict JSON): nothing starts that it would refuse
+        model = validate_arguments(tool, call["arguments"], limits or ArgumentLimits())
     except InvalidToolCall:
         return  # the validate node will report it; nothing starts
     checked[call["id"]] = (call["arguments"], model)  # the turn's validation reuses it
-    if speculation.start(thread, call["id"], tool, model.model_dump(mode="json", by_alias=True), validated=model):
+    if speculation.start(thread, call["id"], tool, model.model_dump(mode="json", by_alias=True), validated=model,
+                         within=seconds_left(run_deadline)):
         started.append(call)
         get_stream_writer()({"type": "speculative_start", "call_id": call["id"], "name": call["name"], "at": time.time()})
 
 
-async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watcher: CallWatcher) -> BaseMessage:
-    """Stream the reply (so calls start and text shows as they are generated); merge the chunks."""
+async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watcher: CallWatcher,
+                        limits: RunLimits, run_deadline: float | None) -> BaseMessage:
+    """Stream the reply (so calls start and text shows as they are generated); merge the chunks
+    once at the end, in O(N) (`merge_chunks`).
+
+    One timer guards the stream and is re-armed at every chunk to the nearest of: the first
+    chunk's or the next chunk's limit, the whole reply's limit, the run's deadline. Keep-alive
+    comments are not chunks, so a trickle of them cannot hold the run. The guard wraps the
+    chunks however they come (`_chunks`: the model's own `_astream` or `astream`).
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    limits_at = {
+        "reply": (start + limits.reply_timeout_s, f"the model's reply took longer than {limits.reply_timeout_s:g}s (--model-reply-timeout)"),
+        "deadline": (start + seconds_left(run_deadline), "the run passed its deadline (--deadline) while the model was replying"),
+    }
     chunks: list[BaseMessage] = []
-    async for chunk in _chunks(model, prompt, config):
-        watcher.feed(chunk)
-        chunks.append(chunk)
+    fired = ("first", start + limits.first_chunk_timeout_s, f"the model sent nothing for {limits.first_chunk_timeout_s:g}s (--model-first-chunk-timeout)")
+
+    def arm(guard: asyncio.Timeout, step: tuple[str, float, str]) -> tuple[str, float, str]:
+        nearest = min([step, *((k, at, why) for k, (at, why) in limits_at.items())], key=lambda c: c[1])
+        guard.reschedule(nearest[1] if math.isfinite(nearest[1]) else None)
+        return nearest
+
+    try:
+        async with asyncio.timeout(None) as guard:
+            fired = arm(guard, fired)
+            async with contextlib.aclosing(_chunks(model, prompt, config)) as stream:
+                async for chunk in stream:
+                    watcher.feed(chunk)
+                    chunks.append(chunk)
+                    if watcher.stop:
+                        break
+                    if guard.expired():  # it fired while chunks were buffered (or a layer below ate the cancel)
+                        await asyncio.sleep(0)
+                        raise ModelTimedOut("deadline" if fired[0] == "deadline" else "model_timeout", fired[2])
+                    gap = limits.chunk_gap_timeout_s
+                    fired = arm(guard, ("gap", loop.time() + gap, f"the model's stream stalled for {gap:g}s between chunks (--model-chunk-timeout)"))
+    except TimeoutError:
+        if guard.expired():
+            raise ModelTimedOut("deadline" if fired[0] == "deadline" else "model_timeout", fired[2]) from None
+        raise
     if not chunks:
         raise ModelUnavailable("the model returned an empty stream")
     return merge_chunks(chunks)
@@ -178,15 +295,17 @@ async def _chunks(model: Any, prompt: list[BaseMessage], config: RunnableConfig)
     — 1,000 streamed calls cost it ~1 s. Anything listening gets the ordinary `astream`."""
     direct = _direct_stream(model)
     if direct is None:
-        async for chunk in model.astream(prompt, config):
-            yield chunk
+        async with contextlib.aclosing(model.astream(prompt, config)) as stream:
+            async for chunk in stream:
+                yield chunk
         return
     chat, kwargs = direct
-    async for generation in chat._astream(chat._convert_input(prompt).to_messages(), **kwargs):
-        message = generation.message
-        if generation.generation_info:  # what astream moves into the message's metadata
-            message.response_metadata = {**generation.generation_info, **message.response_metadata}
-        yield message
+    async with contextlib.aclosing(chat._astream(chat._convert_input(prompt).to_messages(), **kwargs)) as generations:
+        async for generation in generations:  # closed with the reply when a limit cuts the stream
+            message = generation.message
+            if generation.generation_info:  # what astream moves into the message's metadata
+                message.response_metadata = {**generation.generation_info, **message.response_metadata}
+            yield message
 
 
 def _direct_stream(model: Any) -> tuple[BaseChatModel, dict[str, Any]] | None:
@@ -201,13 +320,40 @@ def _direct_stream(model: Any) -> tuple[BaseChatModel, dict[str, Any]] | None:
 
 
 def _model_failure(exc: Exception, state: AgentState) -> RunFailure:
-    return RunFailure(reason="model_error", message=_explain(exc), attempts=state.get("attempts", 0), errors=[])
+    reason = "model_timeout" if _is_timeout(exc.cause if isinstance(exc, RetriesExhausted) else exc) else "model_error"
+    return RunFailure(reason=reason, message=_explain(exc), attempts=state.get("attempts", 0), errors=[])
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A read timeout (not a connect one): the endpoint was reached but did not answer in time."""
+    chain = _causes(exc)
+    if any(isinstance(e, (httpx.ConnectTimeout, httpx.ConnectError)) for e in chain):
+        return False
+    return any(isinstance(e, (openai.APITimeoutError, httpx.TimeoutException, ModelTimeoutError)) for e in chain)
 
 
 def _explain(exc: Exception) -> str:
-    """Say what to do, not just what broke (any provider; see toolrail/providers.py)."""
+    """Say what to do, not just what broke (any provider; see toolrail/providers.py).
+
+    Only a connection that could not be made is "cannot reach the model": a read timeout or a
+    stream that broke after the endpoint answered is said as such."""
     if isinstance(exc, ModelUnavailable):
         return str(exc)
-    if isinstance(exc, RetriesExhausted):
-        return f"{explain_model_error(exc.cause)} Gave up: {exc}."
-    return explain_model_error(exc)
+    cause = exc.cause if isinstance(exc, RetriesExhausted) else exc
+    gave_up = f" Gave up: {exc}." if isinstance(exc, RetriesExhausted) else ""
+    chain = _causes(cause)
+    if _is_timeout(cause):
+        return f"the model endpoint did not answer in time (read timeout): {str(cause)[:300]}{gave_up}"
+    connect_failed = any(isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError)) for e in chain)
+    if not connect_failed and any(isinstance(e, (httpx.TransportError, openai.APIConnectionError)) for e in chain):
+        broke = next((e for e in reversed(chain) if isinstance(e, httpx.TransportError)), cause)
+        return f"the connection to the model broke mid-reply: {type(broke).__name__}: {str(broke)[:300]}{gave_up}"
+    return f"{explain_model_error(cause)}{gave_up}"

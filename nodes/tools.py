@@ -27,9 +27,11 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 
+from toolrail.calls import wire_id
 from toolrail.execution import AskedDuringSpeculation, CallExecutor, Outcome
 from toolrail.journal import JournalBatch, ResultJournal
-from toolrail.ledger import SideEffectLedger
+from toolrail.ledger import SideEffectLedger, fingerprint
+from toolrail.limits import deadline_at, seconds_left
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import ToolsTask, ValidatedCall
 from toolrail.tools.registry import ToolRegistry
@@ -37,8 +39,9 @@ from toolrail.tools.registry import ToolRegistry
 
 def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: Speculation,
                      ledger: SideEffectLedger | None = None, journal: ResultJournal | None = None):
-    async def run_call(call: ValidatedCall, thread: str, state: dict[str, Any] | None) -> tuple[Outcome, bool]:
-        """One call, however it gets there: (outcome, whether it was started speculatively)."""
+    async def run_call(call: ValidatedCall, thread: str, state: dict[str, Any] | None, left: float) -> tuple[Outcome, bool]:
+        """One call, however it gets there: (outcome, whether it was started speculatively).
+        `left`: seconds before the run's deadline, which no call may outlive."""
         tool = tools.get(call["name"])
         running = speculation.take(thread, call["id"], call["args"])
         if running is not None:
@@ -48,14 +51,15 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
                 pass  # the tool called interrupt(): run it here, where the question can pause the graph
         validated = speculation.validated.pop(call)
         if tool.side_effects and ledger is not None:
-            outcome = await ledger.run_once(thread, call["id"], tool.name,
-                                            lambda: executor.execute(tool, call["args"], call["id"], state=state, validated=validated))
+            outcome = await ledger.run_once(thread, call["id"], tool.name, call["args"],
+                                            lambda: executor.execute(tool, call["args"], call["id"], state=state, validated=validated, within=left))
         else:
-            outcome = await executor.execute(tool, call["args"], call["id"], state=state, validated=validated)
+            outcome = await executor.execute(tool, call["args"], call["id"], state=state, validated=validated, within=left)
         return outcome, False
 
     async def run_tools(task: ToolsTask, config: RunnableConfig) -> dict[str, Any]:
         calls, thread, state = task.get("calls") or [task["call"]], thread_of(config), task.get("state")
+        left = seconds_left(deadline_at(config, task.get("deadline_at")))  # no call outlives the run's deadline
         scope = f"{thread}/{(config.get('configurable') or {}).get('checkpoint_ns', '')}"
         # A single call needs no journal: its result is kept by the task's own writes, exactly
         # as with one task per call. (Nor is the last call to finish recorded, for that reason.)
@@ -65,12 +69,14 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
         outstanding = [len(calls) - len(earlier)]
 
         async def one(call: ValidatedCall) -> tuple[Outcome, bool]:
-            if call["id"] in earlier:
-                return earlier[call["id"]]
-            outcome, speculative = await run_call(call, thread, state)
+            # keyed like the side-effect ledger: the call's run-unique id and its fingerprint
+            key = journal_key(call) if journaled else call["id"]
+            if key in earlier:
+                return earlier[key]
+            outcome, speculative = await run_call(call, thread, state, left)
             outstanding[0] -= 1
             if batch is not None and outstanding[0] > 0:
-                batch.record(call["id"], call["name"], outcome, speculative)
+                batch.record(key, call["name"], outcome, speculative)
             return outcome, speculative
 
         try:
@@ -88,10 +94,16 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
     return run_tools
 
 
+def journal_key(call: ValidatedCall) -> str:
+    """A call's key in the result journal, as in the side-effect ledger: its run-unique id and the
+    fingerprint of its tool and arguments (a different call under a reused id is not taken)."""
+    return f"{call['id']}:{fingerprint(call['name'], call['args'])}"
+
+
 def tool_outcome(call: ValidatedCall, outcome: Outcome, speculative: bool = False) -> dict[str, Any]:
     """The state update every executing node returns for one call."""
     message = ToolMessage(
-        content=outcome.content, tool_call_id=call["id"], name=call["name"],
+        content=outcome.content, tool_call_id=wire_id(call), name=call["name"],
         status="success" if outcome.status == "ok" else "error",
     )
     return {"messages": [message], "results": [outcome.as_result(call, speculative)]}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END
@@ -16,9 +18,11 @@ from langgraph.types import Send
 
 from toolrail.approval import ApprovalPolicy, per_run_setting
 from toolrail.nodes.approve import dispatch
+from toolrail.arguments import DEFAULT_LIMITS, ArgumentLimits, ArgumentsRejected, parse_arguments
+from toolrail.calls import wire_id
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, CallVerdict, RawCall, RunFailure, ValidatedCall
-from toolrail.tools.registry import FieldError, InvalidToolCall, ToolRegistry
+from toolrail.tools.registry import FieldError, InvalidToolCall, Tool, ToolRegistry
 
 NOT_RUN = (
     "Not run: another call in this turn was invalid, and no call of a turn runs until all of "
@@ -28,17 +32,19 @@ NOT_RUN = (
 
 def valid_turn(tools: ToolRegistry, speculation: Speculation, calls: list[RawCall], turn: int,
                checked: dict[str, tuple[str, Any]] | None = None, approval: ApprovalPolicy | None = None,
-               parallel: bool = True, per_run: Any = None) -> dict[str, Any] | None:
+               parallel: bool = True, per_run: Any = None, limits: ArgumentLimits = DEFAULT_LIMITS) -> dict[str, Any] | None:
     """The validate node's update for a turn whose calls are all valid, or None.
 
     The planner calls this on its own reply, so a valid turn goes straight to the executors:
     one checkpointed step fewer per turn (on SQLite, one fsync fewer) and no extra copy of the
     state. An invalid turn still goes through the validate node, which words the errors.
+    The checks are the validate node's own (`_check`, with the same argument limits and strict
+    JSON), on calls that already carry their run-unique ids (assigned by the planner).
     Calls are marked exactly as the validate node marks them (approval, sequential), so the
     same dispatch sends those needing a person to the approve node first.
     """
     known = checked or {}
-    results = [_check(tools, call, known.get(call["id"])) for call in calls]
+    results = [_check(tools, call, limits, known.get(call["id"])) for call in calls]
     if not calls or any(error is not None for _, error in results):
         return None
     _hand_over(results, speculation)
@@ -47,12 +53,12 @@ def valid_turn(tools: ToolRegistry, speculation: Speculation, calls: list[RawCal
 
 
 def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: int = 2,
-                  approval: ApprovalPolicy | None = None, parallel: bool = True):
+                  approval: ApprovalPolicy | None = None, parallel: bool = True, limits: ArgumentLimits = DEFAULT_LIMITS):
     approval = approval or ApprovalPolicy()
 
     async def validate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         turn = sum(1 for m in state["messages"] if m.type == "ai")
-        checked = [_check(tools, call) for call in state.get("turn_calls", [])]
+        checked = [_check(tools, call, limits) for call in state.get("turn_calls", [])]
         verdicts = [_verdict(call, turn, error) for call, (_, error) in zip(state["turn_calls"], checked)]
         if all(error is None for _, error in checked):
             _hand_over(checked, speculation)
@@ -74,7 +80,7 @@ def make_validate(tools: ToolRegistry, speculation: Speculation, max_retries: in
     return validate
 
 
-def make_route_after_validate(tools: ToolRegistry):
+def make_route_after_validate(tools: ToolRegistry, rebuild_sandbox: bool = True):
     def route_after_validate(state: AgentState) -> list[Send] | str:
         """Valid turn: fan out one task per call (calls waiting for a person go to the approve
         node; sequential ones run after the others). Invalid: back to the planner, or stop."""
@@ -82,7 +88,7 @@ def make_route_after_validate(tools: ToolRegistry):
             return END
         if not state.get("validated_calls"):
             return "planner"
-        return dispatch(state, tools)
+        return dispatch(state, tools, rebuild_sandbox=rebuild_sandbox)
 
     return route_after_validate
 
@@ -106,35 +112,56 @@ def _hand_over(checked: list[tuple[ValidatedCall | None, Any]], speculation: Spe
             speculation.validated.remember(call["args"], model)
 
 
-def _check(tools: ToolRegistry, call: RawCall, earlier: tuple[str, Any] | None = None) -> tuple[ValidatedCall | None, InvalidToolCall | None]:
-    """Validate one call; `earlier` is (raw arguments, model) when it was validated while streaming."""
+def validate_arguments(tool: Tool, text: str, limits: ArgumentLimits = DEFAULT_LIMITS) -> BaseModel:
+    """The call's arguments as the tool's model, or InvalidToolCall. Size, depth, NaN/Infinity and
+    duplicate keys are refused (toolrail/arguments.py) before any validator sees the arguments.
+    The one strict path for every validation of a call: the validate node, the planner's own
+    check of its reply, and the check that starts a call speculatively while the reply streams."""
+    text = text.strip()
+    if not text:
+        return tool.validate({})
+    try:
+        parse_arguments(text, limits)
+    except ArgumentsRejected as exc:
+        raise InvalidToolCall(tool.name, [FieldError("arguments", str(exc), kind="json")]) from None
+    # the text is now known to be strict JSON, so Pydantic's one-pass parse of the text itself
+    # sees exactly what was checked (and is the fast path of Tool.validate)
+    return tool.validate(text)
+
+
+def _check(tools: ToolRegistry, call: RawCall, limits: ArgumentLimits = DEFAULT_LIMITS,
+           earlier: tuple[str, Any] | None = None) -> tuple[ValidatedCall | None, InvalidToolCall | None]:
+    """Validate one call; `earlier` is (raw arguments, model) when it was validated while streaming
+    (by `validate_arguments` with the same limits, so it is reused only for the same raw text)."""
     tool = tools.get(call["name"])
     if tool is None:
         known = ", ".join(t.wire_name or t.name for t in tools)
-        error = FieldError("name", f"unknown tool {call['name']!r}; available tools: {known}", kind="unknown_tool")
-        return None, InvalidToolCall(call["name"], [error])
+        error = FieldError("name", f"unknown tool {call['name'][:100]!r}; available tools: {known}", kind="unknown_tool")
+        return None, InvalidToolCall(call["name"][:100], [error])
     if earlier is not None and earlier[0] == call["arguments"] and isinstance(earlier[1], tool.args_model):
         args = earlier[1]
     else:
         try:
-            args = tool.validate(call["arguments"])
+            args = validate_arguments(tool, call["arguments"], limits)
         except InvalidToolCall as exc:
             return None, exc
     validated = ValidatedCall(id=call["id"], name=tool.name, args=args.model_dump(mode="json", by_alias=True), target=tool.target)
     validated["model"] = args  # taken off before the call enters state
+    if call.get("wire_id"):
+        validated["wire_id"] = call["wire_id"]
     return validated, None
 
 
 def _verdict(call: RawCall, turn: int, error: InvalidToolCall | None) -> CallVerdict:
     return CallVerdict(
-        id=call["id"], name=call["name"], turn=turn, valid=error is None,
+        id=call["id"], name=call["name"][:100], turn=turn, valid=error is None,
         error=None if error is None else error.feedback(),
     )
 
 
 def _feedback(call: RawCall, error: InvalidToolCall | None) -> ToolMessage:
     text = NOT_RUN if error is None else error.feedback()
-    return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"] or "unknown", status="error")
+    return ToolMessage(content=text, tool_call_id=wire_id(call), name=call["name"][:100] or "unknown", status="error")
 
 
 def _exhausted(attempts: int, verdicts: list[CallVerdict]) -> RunFailure:

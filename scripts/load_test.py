@@ -226,7 +226,7 @@ async def verify_postgres(db: str, trips: list[str], reference: str) -> tuple[di
                 lost[trip] = why
     async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
         rows = await (await conn.execute(
-            "SELECT count(*) FROM toolrail_side_effects WHERE tool = 'hold_seat' AND state = 'finished' AND thread = ANY(%s)", (trips,))).fetchone()
+            "SELECT count(*) FROM toolrail_call_ledger WHERE tool = 'hold_seat' AND state = 'finished' AND thread = ANY(%s)", (trips,))).fetchone()
     return lost, expected, rows[0]
 
 

@@ -197,12 +197,13 @@ async def test_a_call_waiting_for_approval_is_not_in_the_ledger_and_an_ordered_o
     graph = graph_for(openai_server, shop.registry, ledger=ledger, parallel=False)
     question = pending(await graph.ainvoke({"messages": [("user", "pay")]}, CONFIG))
     assert [c["id"] for c in question["calls"]] == ["p1", "p2"]
-    rows = sqlite3.connect(tmp_path / "effects.sqlite").execute("SELECT call_id FROM toolrail_side_effects").fetchall()
+    ledger.check()  # the ledger opens its file on first use: open it, so its table is there to read
+    rows = sqlite3.connect(tmp_path / "effects.sqlite").execute("SELECT call_id FROM toolrail_call_ledger").fetchall()
     assert rows == [], "nothing is claimed as started before the decision"
     done = await graph.ainvoke(Command(resume={"decisions": {"p1": "approve", "p2": {"type": "reject", "message": "no"}}}), CONFIG)
     assert shop.paid() == ["paid-a-1"]
     assert [r["id"] for r in done["results"]] == ["p1"]
-    rows = sqlite3.connect(tmp_path / "effects.sqlite").execute("SELECT call_id, state FROM toolrail_side_effects").fetchall()
+    rows = sqlite3.connect(tmp_path / "effects.sqlite").execute("SELECT call_id, state FROM toolrail_call_ledger").fetchall()
     assert rows == [("p1", "finished")]
 
 

@@ -92,20 +92,50 @@ async def test_a_side_effect_claim_in_postgres_is_seen_by_every_worker(postgres_
         return Outcome("ok", "charged", 0.0, 0.2)
 
     one_worker, other_worker = open_ledger(postgres_url), open_ledger(postgres_url)
-    await one_worker.claim("pg-thread", "call_1", "charge")  # this worker started it, then died
-    assert (await other_worker.run_once("pg-thread", "call_1", "charge", charge)).content == UNKNOWN
+    from toolrail.ledger import fingerprint
+
+    await one_worker.claim("pg-thread", "call_1", fingerprint("charge", {}), "charge")  # this worker started it, then died
+    assert (await other_worker.run_once("pg-thread", "call_1", "charge", {}, charge)).content == UNKNOWN
     assert charges == []
 
-    both = await asyncio.gather(*(w.run_once("pg-thread", "call_2", "charge", charge) for w in (one_worker, other_worker)))
+    both = await asyncio.gather(*(w.run_once("pg-thread", "call_2", "charge", {}, charge) for w in (one_worker, other_worker)))
     assert charges == [1] and sorted(o.content for o in both) == sorted(["charged", UNKNOWN])
-    again = await open_ledger(postgres_url).run_once("pg-thread", "call_2", "charge", charge)
+    again = await open_ledger(postgres_url).run_once("pg-thread", "call_2", "charge", {}, charge)
     assert charges == [1] and again.content == "charged"
+    other_arguments = await open_ledger(postgres_url).run_once("pg-thread", "call_2", "charge", {"order": "2"}, charge)
+    assert charges == [1, 1] and other_arguments.content == "charged"  # same id, another call: it runs
 
     import psycopg  # the claims are rows in the checkpoint database itself, not in a worker's folder
 
     async with await psycopg.AsyncConnection.connect(postgres_url) as db:
-        rows = await (await db.execute("SELECT call_id, state FROM toolrail_side_effects WHERE thread = 'pg-thread' ORDER BY call_id")).fetchall()
-    assert rows == [("call_1", "started"), ("call_2", "finished")]
+        rows = await (await db.execute("SELECT call_id, state FROM toolrail_call_ledger WHERE thread = 'pg-thread' ORDER BY call_id, state DESC")).fetchall()
+    assert rows == [("call_1", "started"), ("call_2", "finished"), ("call_2", "finished")]
+
+
+async def test_one_writer_per_thread_on_postgres_and_a_dropped_owner_releases_it(postgres_url):
+    import psycopg
+
+    from toolrail.thread_lock import ThreadBusy, thread_lock
+
+    async with thread_lock(postgres_url, "pg-locked"):
+        with pytest.raises(ThreadBusy, match="--wait"):
+            async with thread_lock(postgres_url, "pg-locked"):
+                pass
+        async with thread_lock(postgres_url, "another-thread"):
+            pass  # other threads are free
+    async with thread_lock(postgres_url, "pg-locked"):
+        pass  # released on exit
+    # An owner whose connection dies (a killed worker) holds nothing: the server drops its locks.
+    from toolrail.thread_lock import _advisory_key
+
+    owner = await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
+    await owner.execute("SELECT pg_advisory_lock(%s)", (_advisory_key("pg-crashed"),))
+    with pytest.raises(ThreadBusy):
+        async with thread_lock(postgres_url, "pg-crashed"):
+            pass
+    await owner.close()
+    async with thread_lock(postgres_url, "pg-crashed"):
+        pass
 
 
 def test_sigkill_then_resume_on_another_worker_repeats_no_side_effect_on_postgres(postgres_url):

@@ -107,3 +107,27 @@ def test_the_recorded_model_stops_when_a_tool_result_is_not_the_recorded_one(tmp
     assert done.returncode == 1
     assert "the recording expected run_python to succeed, but it returned: FileNotFoundError" in done.stderr
     assert "10.08" not in done.stdout  # no made-up answer from a script that no longer fits
+
+
+async def test_a_thread_continued_in_a_new_process_gets_its_interpreter_back(openai_server, tmp_path):
+    """A new SandboxSessions is what a resuming process has: the completed cells are re-run first."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async def turn(prompt: str, rebuild: bool = True) -> dict:
+        async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "runs.sqlite")) as saver:
+            async with SandboxSessions(factory=lambda: make_sandbox("local", TEST_LIMITS)) as sessions:
+                graph = build_graph(model=client_for(openai_server), checkpointer=saver, sandboxes=sessions, rebuild_sandbox=rebuild)
+                return await graph.ainvoke({"messages": [("user", prompt)]}, {"configurable": {"thread_id": "t"}})
+
+    openai_server.script(
+        calls(python("x = 41\nprint('set')", "a")), answer("set"),
+        calls(python("x += 1\nprint(x)", "b")), answer("42"),
+        calls(python("print(x)", "c")), answer("?"),
+    )
+    await turn("set x")
+    second = await turn("add one")  # a fresh process: rebuilt from cell a, then b runs
+    assert second["results"][-1]["sandbox"]["stdout"] == "42\n"
+    assert second["results"][-1]["sandbox"]["rebuilt_cells"] == 1
+    third = await turn("show x", rebuild=False)
+    last_output = [m for m in third["messages"] if m.type == "tool"][-1].content  # results carry no content
+    assert "NameError" in last_output  # turned off: the interpreter starts empty

@@ -9,11 +9,14 @@ builds the message it keeps in history.
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import add_ai_message_chunks
 
+from toolrail.arguments import DEFAULT_LIMITS, ArgumentLimits, ArgumentsRejected, excerpt, parse_arguments
 from toolrail.state import RawCall
 
 
@@ -55,28 +58,75 @@ def _from_chunks(chunks: list[dict[str, Any]]) -> list[RawCall]:
 
 
 def as_raw_call(call_id: str | None, name: str | None, arguments: Any, position: int) -> RawCall:
-    """A RawCall; a call without an id is named by its position in the turn."""
+    """A RawCall; a call without an id gets one from `CallIds.assign` (see there)."""
     if arguments is not None and not isinstance(arguments, str):
         arguments = json.dumps(arguments)
-    return RawCall(id=call_id or f"call_{position}", name=name or "", arguments=arguments or "")
+    return RawCall(id=call_id or "", name=name or "", arguments=arguments or "")
 
 
-def history_message(message: BaseMessage, calls: list[RawCall]) -> AIMessage:
+def wire_id(call: dict[str, Any]) -> str:
+    """The id the model knows the call by (its own, when it sent a usable one)."""
+    return call.get("wire_id") or call["id"]
+
+
+class CallIds:
+    """Run-unique call ids, whatever the provider sends.
+
+    Several OpenAI-compatible servers send no ids (or `call_0`, `call_1` in every turn), and some
+    repeat one id within a turn. Results, speculation and the side-effect ledger are keyed by
+    call id, so a repeated id would hand one call another's result. A call keeps the provider's
+    id when it is new to the thread; otherwise toolrail gives it a fresh one. The provider's id
+    stays what the model sees (`wire_id`) unless it is repeated within the turn, where the model
+    could not tell the calls apart either.
+    """
+
+    def __init__(self, used: Iterable[str] = ()):
+        self.used = set(used)
+        self._by_position: dict[int, tuple[str, str]] = {}
+        self._wire_in_turn: set[str] = set()
+
+    def assign(self, call: RawCall, position: int) -> RawCall:
+        if position not in self._by_position:
+            provided = call["id"]
+            unique = provided if provided and provided not in self.used else f"call_tr_{uuid.uuid4().hex[:16]}"
+            wire = provided if provided and provided not in self._wire_in_turn else unique
+            self.used.add(unique)
+            self._wire_in_turn.add(wire)
+            self._by_position[position] = (unique, wire)
+        unique, wire = self._by_position[position]
+        assigned = RawCall(id=unique, name=call["name"], arguments=call["arguments"])
+        if wire != unique:
+            assigned["wire_id"] = wire
+        return assigned
+
+
+def ids_in_thread(state: dict[str, Any]) -> set[str]:
+    """Every call id the thread has used: toolrail's (verdicts) and the wire's (history)."""
+    used = {v["id"] for v in state.get("verdicts") or []}
+    for message in state.get("messages") or []:
+        for call in [*getattr(message, "tool_calls", []), *getattr(message, "invalid_tool_calls", [])]:
+            if call.get("id"):
+                used.add(call["id"])
+    return used
+
+
+def history_message(message: BaseMessage, calls: list[RawCall], limits: ArgumentLimits = DEFAULT_LIMITS) -> AIMessage:
     """The assistant message kept in state: valid JSON as `tool_calls`, the rest as invalid.
 
     Broken arguments stay broken in history (as `invalid_tool_calls`), so the model is shown
-    exactly what it sent next to the error it caused.
+    exactly what it sent next to the error it caused — cut to an excerpt when over the size limit.
     """
     tool_calls, invalid = [], []
     for call in calls:
         try:
-            args = json.loads(call["arguments"] or "{}")
+            args = parse_arguments(call["arguments"] or "{}", limits)
             if not isinstance(args, dict):
-                raise ValueError("arguments are not a JSON object")
-            tool_calls.append({"id": call["id"], "name": call["name"], "args": args, "type": "tool_call"})
-        except ValueError as exc:
+                raise ArgumentsRejected("arguments are not a JSON object")
+            tool_calls.append({"id": wire_id(call), "name": call["name"], "args": args, "type": "tool_call"})
+        except ArgumentsRejected as exc:
+            text = call["arguments"] if len(call["arguments"]) <= limits.max_bytes else excerpt(call["arguments"])
             invalid.append(
-                {"id": call["id"], "name": call["name"], "args": call["arguments"], "error": str(exc), "type": "invalid_tool_call"}
+                {"id": wire_id(call), "name": call["name"], "args": text, "error": str(exc), "type": "invalid_tool_call"}
             )
     return AIMessage(
         content=message.content,

@@ -10,10 +10,13 @@ import argparse
 import asyncio
 import importlib
 import json
+import math
 import os
 import signal
+import sqlite3
 import stat
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,11 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import HumanMessage
+from langgraph.errors import GraphRecursionError
 from rich.console import Console
 
 from toolrail.approval_cli import WAITING_EXIT, answer_from_flags, ask_person, interactive, pending_interrupts, waiting_line
+from toolrail.arguments import DEFAULT_MAX_ARGUMENT_BYTES, DEFAULT_MAX_ARGUMENT_DEPTH
 from toolrail.checkpoints import DEFAULT_DB
 from toolrail.errors import ToolrailError
+from toolrail.limits import (
+    DEFAULT_CHUNK_GAP_TIMEOUT_S, DEFAULT_DEADLINE_S, DEFAULT_FIRST_CHUNK_TIMEOUT_S, DEFAULT_MAX_CALLS_PER_TURN,
+    DEFAULT_MAX_TURNS, DEFAULT_REPLY_TIMEOUT_S,
+)
 from toolrail.render import RunRenderer, json_for_terminal, state_as_json, visible
 from toolrail.tracing import guard_tracing
 
@@ -41,9 +50,15 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
     return value
+
+
+def _db_location(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a SQLite file path or a postgresql:// URL")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -75,7 +90,7 @@ def _graph_options() -> argparse.ArgumentParser:
     options.add_argument("--response-schema", metavar="FILE.json", help="JSON Schema the final answer must match (validated, in state as structured_response)")
     options.add_argument("--recorded", action="store_true", help="use the recorded model even if a key is set")
     options.add_argument("--json", action="store_true", help="print the final state as JSON instead of the live view")
-    options.add_argument("--db", default=None, help=f"SQLite file or postgresql:// URL (default: TOOLRAIL_CHECKPOINT_URL, TOOLRAIL_DB or {DEFAULT_DB})")
+    options.add_argument("--db", type=_db_location, default=None, help=f"SQLite file or postgresql:// URL (default: TOOLRAIL_CHECKPOINT_URL, TOOLRAIL_DB or {DEFAULT_DB})")
     options.add_argument("--max-retries", type=_non_negative_int, default=2, help="invalid turns the model may retry (default 2)")
     options.add_argument("--tool-timeout", type=_positive_float, default=30.0, help="default per-call timeout, seconds")
     options.add_argument("--max-concurrency", type=_positive_int, default=None, help="calls running at once, at most (default: no cap on async calls)")
@@ -94,6 +109,17 @@ def _graph_options() -> argparse.ArgumentParser:
     options.add_argument("--approve-tools", action="append", default=[], metavar="NAMES",
                          help="a person approves calls of these tools (comma-separated, repeatable; 'all' or 'side_effects') before they run")
     options.add_argument("--no-input", action="store_true", help="never ask at the terminal: stop with exit code 3 when a person must decide")
+    # Limits (toolrail/limits.py, README "Limits"): each ends the run with a structured failure.
+    options.add_argument("--max-turns", type=_positive_int, default=DEFAULT_MAX_TURNS, help=f"model turns per run (default {DEFAULT_MAX_TURNS})")
+    options.add_argument("--deadline", type=_positive_float, default=DEFAULT_DEADLINE_S, metavar="S", help=f"wall-clock seconds per run (default {DEFAULT_DEADLINE_S:g})")
+    options.add_argument("--model-first-chunk-timeout", type=_positive_float, default=DEFAULT_FIRST_CHUNK_TIMEOUT_S, metavar="S", help=f"seconds to the reply's first chunk (default {DEFAULT_FIRST_CHUNK_TIMEOUT_S:g})")
+    options.add_argument("--model-chunk-timeout", type=_positive_float, default=DEFAULT_CHUNK_GAP_TIMEOUT_S, metavar="S", help=f"seconds between two chunks of a reply (default {DEFAULT_CHUNK_GAP_TIMEOUT_S:g})")
+    options.add_argument("--model-reply-timeout", type=_positive_float, default=DEFAULT_REPLY_TIMEOUT_S, metavar="S", help=f"seconds for a whole reply (default {DEFAULT_REPLY_TIMEOUT_S:g})")
+    options.add_argument("--max-calls-per-turn", type=_positive_int, default=DEFAULT_MAX_CALLS_PER_TURN, help=f"tool calls in one reply (default {DEFAULT_MAX_CALLS_PER_TURN})")
+    options.add_argument("--max-argument-bytes", type=_positive_int, default=DEFAULT_MAX_ARGUMENT_BYTES, help=f"size of one call's arguments (default {DEFAULT_MAX_ARGUMENT_BYTES})")
+    options.add_argument("--max-argument-depth", type=_positive_int, default=DEFAULT_MAX_ARGUMENT_DEPTH, help=f"nesting of one call's arguments (default {DEFAULT_MAX_ARGUMENT_DEPTH})")
+    options.add_argument("--no-sandbox-rebuild", action="store_true", help="a resumed thread's sandbox starts empty instead of re-running its completed cells")
+    options.add_argument("--wait", action="store_true", help="if another process is running this thread, wait for it instead of refusing")
     _mcp_options(options)
     return options
 
@@ -125,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("history", "list a thread's checkpoints"), ("trace", "draw a thread's run as a timeline")):
         inspect = commands.add_parser(name, help=text)
         inspect.add_argument("thread")
-        inspect.add_argument("--db", default=None, help="SQLite file or postgresql:// URL")
+        inspect.add_argument("--db", type=_db_location, default=None, help="SQLite file or postgresql:// URL")
         inspect.add_argument("--json", action="store_true", help="print as JSON")
         if name == "trace":
             inspect.add_argument("--html", metavar="FILE", help="write the timeline as one self-contained HTML page")
@@ -161,6 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     except ToolrailError as exc:
         sys.stderr.write(f"toolrail: error: {visible(exc)}\n")
         return 2
+    except (sqlite3.Error, OSError) as exc:  # disk full, read-only file or folder, ...: mid-run too
+        what = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        sys.stderr.write(f"toolrail: error: the checkpoint database or a file failed: {what}{where}; "
+                         "the last checkpoint is kept: continue with 'toolrail resume THREAD' once fixed\n")
+        return 1
+    except GraphRecursionError as exc:  # the turn limit comes first; this is the last guard
+        sys.stderr.write(f"toolrail: run stopped (turn_limit): LangGraph's step limit was reached: {str(exc).splitlines()[0]}\n")
+        return 1
     except KeyboardInterrupt:
         what = "terminated" if terminated else "interrupted"
         Console(stderr=True).print(f"toolrail: {what}; the run is checkpointed: continue it with --thread")
@@ -222,32 +257,43 @@ async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tup
             tool_timeout=args.tool_timeout, max_concurrency=args.max_concurrency, max_threads=args.max_threads,
             speculative=not args.no_speculation, sandboxes=sessions, ledger=open_ledger(location), **extras,
             approval=approval,
+            max_turns=args.max_turns, deadline=args.deadline, model_first_chunk_timeout=args.model_first_chunk_timeout,
+            model_chunk_timeout=args.model_chunk_timeout, model_reply_timeout=args.model_reply_timeout,
+            max_calls_per_turn=args.max_calls_per_turn, max_argument_bytes=args.max_argument_bytes,
+            max_argument_depth=args.max_argument_depth, rebuild_sandbox=not args.no_sandbox_rebuild,
         )
         yield graph, model_label, location
 
 
 async def stream_and_report(graph: Any, graph_input: Any, config: dict, args: argparse.Namespace, console: Console,
                             model_label: str, location: str, headline: str) -> int:
-    """Run (or continue) a thread with the live view; print the outcome; the exit code."""
+    """Run (or continue) a thread with the live view; print the outcome; the exit code.
+
+    The thread's lock is held throughout (one writer per thread), and this process's run gets
+    its own deadline (a resume too)."""
+    from toolrail.thread_lock import thread_lock
+
     thread_id = config["configurable"]["thread_id"]
+    config = {**config, "configurable": {**config["configurable"], "deadline_at": time.time() + args.deadline}}
     renderer = RunRenderer(console, model_label=model_label, thread_id=thread_id, quiet=args.json)
-    renderer.start(headline)
-    while True:
-        async for mode, chunk in graph.astream(graph_input, config, stream_mode=["updates", "custom"]):
-            renderer.event(mode, chunk)
-        snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
-        waiting = pending_interrupts(snapshot)
-        if not waiting:
-            break
-        if not interactive(args):  # the question stays in the checkpoint: `toolrail approve` answers it
-            if args.json:
-                print(json_for_terminal({**state_as_json(snapshot.values, thread_id), "waiting": [i.value for i in waiting]}, indent=2, default=str))
-            sys.stderr.write(visible(waiting_line(thread_id, waiting)) + "\n")
-            return WAITING_EXIT
-        graph_input = ask_person(waiting, console, thread_id)
+    async with thread_lock(location, thread_id, wait=args.wait):
+        renderer.start(headline)
+        while True:
+            async for mode, chunk in graph.astream(graph_input, config, stream_mode=["updates", "custom"]):
+                renderer.event(mode, chunk)
+            snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+            waiting = pending_interrupts(snapshot)
+            if not waiting:
+                break
+            if not interactive(args):  # the question stays in the checkpoint: `toolrail approve` answers it
+                if args.json:
+                    print(json_for_terminal(_finite({**state_as_json(snapshot.values, thread_id), "waiting": [i.value for i in waiting]}), indent=2, allow_nan=False, default=str))
+                sys.stderr.write(visible(waiting_line(thread_id, waiting)) + "\n")
+                return WAITING_EXIT
+            graph_input = ask_person(waiting, console, thread_id)
     state = snapshot.values
     if args.json:
-        print(json_for_terminal(state_as_json(state, thread_id), indent=2))
+        print(json_for_terminal(_finite(state_as_json(state, thread_id)), indent=2, allow_nan=False))
     else:
         renderer.finish(state, location)
     if state.get("failure"):
@@ -256,9 +302,24 @@ async def stream_and_report(graph: Any, graph_input: Any, config: dict, args: ar
     return 0
 
 
+def _finite(value: Any) -> Any:
+    """--json prints standard JSON: a non-finite number (never valid JSON) becomes its name."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 async def run_command(args: argparse.Namespace, console: Console) -> int:
     if not args.prompt.strip():
         raise CliError("the prompt is empty")
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CliError("the prompt is not valid UTF-8 text") from None
     thread_id = args.thread or f"run-{uuid.uuid4().hex[:12]}"
     async with open_graph(args, args.prompt) as (graph, label, location):
         config = {"configurable": {"thread_id": thread_id}}
@@ -342,6 +403,8 @@ async def conformance_command(args: argparse.Namespace, console: Console) -> int
         report = await conformance(Path(args.path), args.category or None)
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
+    except (ValueError, UnicodeDecodeError) as exc:  # a broken JSON file in the suite
+        raise CliError(f"{args.path}: a suite file is not valid JSON: {str(exc).splitlines()[0][:300]}") from None
     if args.json:
         print(json_for_terminal(report, indent=2))
     else:
@@ -434,9 +497,11 @@ def _tools(specs: list[str]) -> Any:
     merged = DEFAULT_TOOLS
     for spec in specs:
         module_name, _, attribute = spec.partition(":")
+        if not module_name:
+            raise CliError(f"--tools {spec!r}: expected MODULE:NAME, e.g. mypackage.tools:registry")
         try:
             registry = getattr(importlib.import_module(module_name), attribute or "tools")
-        except (ImportError, AttributeError) as exc:
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:
             raise CliError(f"--tools {spec}: cannot load it ({exc})") from None
         if not isinstance(registry, ToolRegistry):
             raise CliError(f"--tools {spec}: expected a ToolRegistry, got {type(registry).__name__}")

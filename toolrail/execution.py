@@ -77,17 +77,19 @@ class CallExecutor:
         return self._caps[loop]
 
     async def execute(self, tool: Tool, args: dict[str, Any], call_id: str = "", speculative: bool = False,
-                      state: dict[str, Any] | None = None, *, validated: BaseModel | None = None) -> Outcome:
+                      state: dict[str, Any] | None = None, *, validated: BaseModel | None = None,
+                      within: float = float("inf")) -> Outcome:
         """Run one call. `validated` is the arguments' model when the caller already has it, so
-        a call is validated once on its way to the tool; without it, `args` is validated here."""
+        a call is validated once on its way to the tool; without it, `args` is validated here.
+        `within` (seconds left before the run's deadline) caps its timeout."""
         if self.max_concurrency is None:
-            return await self._execute(tool, args, call_id, speculative, validated, state)
+            return await self._execute(tool, args, call_id, speculative, validated, state, within)
         async with self._cap():
-            return await self._execute(tool, args, call_id, speculative, validated, state)
+            return await self._execute(tool, args, call_id, speculative, validated, state, within)
 
     async def _execute(self, tool: Tool, args: dict[str, Any], call_id: str, speculative: bool, validated: BaseModel | None,
-                       state: dict[str, Any] | None = None) -> Outcome:
-        timeout = tool.timeout or self.default_timeout
+                       state: dict[str, Any] | None = None, within: float = float("inf")) -> Outcome:
+        timeout = min(tool.timeout or self.default_timeout, max(within, 0.0))
         trace = {  # names and metadata for LangSmith; ignored when tracing is off
             "run_name": f"tool:{tool.name}", "tags": ["toolrail", "speculative" if speculative else "dispatched"],
             "metadata": {"tool": tool.name, "call_id": call_id, "speculative": speculative, "side_effects": tool.side_effects},

@@ -92,11 +92,18 @@ class SqliteResultJournal(ResultJournal):
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(TABLE)
+        self._ready = False  # opened on first use, like the ledger: building a graph creates no file
 
     def _connect(self) -> sqlite3.Connection:
+        if not self._ready:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(TABLE)
+            finally:
+                db.close()
+            self._ready = True
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.execute("PRAGMA synchronous=FULL")
         return db

@@ -86,7 +86,8 @@ class RunRenderer:
         for call in calls:
             code = _code_of(call)
             if code is None:
-                self.print(Text(visible(f"  → {call['name']}({call['arguments']})"), style="white"))
+                shown = call["arguments"] if len(call["arguments"]) <= SHOWN_ARGUMENTS else f"{call['arguments'][:SHOWN_ARGUMENTS]}… ({len(call['arguments']):,} characters)"
+                self.print(Text(visible(f"  → {call['name'][:100]}({shown})"), style="white"))
             else:
                 self.print(Text(visible(f"  → {call['name']}:"), style="white"))
                 self.print(Padding(Syntax(visible(code), "python", theme="ansi_dark", line_numbers=False), (0, 0, 0, 6)))
@@ -182,13 +183,16 @@ class RunRenderer:
         self.print(Text(visible(f"thread {self.thread_id} · checkpoints in {db_path} · continue with: toolrail run --thread {self.thread_id} \"...\""), style="dim"))
 
 
+SHOWN_ARGUMENTS = 500  # characters of a call's arguments the live view prints
+
+
 def _code_of(call: dict) -> str | None:
     """Code sent to the sandbox reads better as code than as an escaped JSON string."""
     if call["name"] != "run_python":
         return None
     try:
         code = json.loads(call["arguments"]).get("code")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return code if isinstance(code, str) else None
 

@@ -37,14 +37,17 @@ class Speculation:
         # Validated models from the validate node to the tools node (one validation per call).
         self.validated = ValidatedArgs()
 
-    def start(self, thread: str, call_id: str, tool: Tool, args: dict[str, Any], validated: Any = None) -> bool:
-        """Start `tool(args)` now, if speculation is on and the tool allows it."""
+    def start(self, thread: str, call_id: str, tool: Tool, args: dict[str, Any], validated: Any = None,
+              within: float = float("inf")) -> bool:
+        """Start `tool(args)` now, if speculation is on and the tool allows it (`within`: seconds
+        left before the run's deadline, which the call may not outlive)."""
         if not self.enabled or not tool.speculative or tool.side_effects or (thread, call_id) in self._running:
             return False
         if self.hold is not None and self.hold(tool, args):
             return False
         task = asyncio.get_running_loop().create_task(
-            self.executor.execute(tool, args, call_id, speculative=True, validated=validated), context=_speculative_context()
+            self.executor.execute(tool, args, call_id, speculative=True, validated=validated, within=within),
+            context=_speculative_context()
         )
         self._running[(thread, call_id)] = _Started(args, task)
         return True

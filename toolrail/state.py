@@ -16,9 +16,10 @@ from langgraph.graph.message import add_messages
 class RawCall(TypedDict):
     """A tool call exactly as the model sent it (arguments as the raw JSON text)."""
 
-    id: str
+    id: str  # run-unique (toolrail's when the provider's was missing or repeated)
     name: str
     arguments: str
+    wire_id: NotRequired[str]  # the id the model used, when it differs from `id`
 
 
 class ValidatedCall(TypedDict):
@@ -31,6 +32,7 @@ class ValidatedCall(TypedDict):
     approval: NotRequired[str]  # waiting for a person: why approval is needed
     decision: NotRequired[Literal["approve", "edit"]]  # what the person answered, once they did
     sequential: NotRequired[bool]  # runs after the concurrent calls, one at a time, in order
+    wire_id: NotRequired[str]
 
 
 class CallVerdict(TypedDict):
@@ -75,7 +77,7 @@ class ApprovalDecision(TypedDict):
 class RunFailure(TypedDict):
     """Why a run stopped without an answer; a structured end, never an exception."""
 
-    reason: Literal["retry_budget_exhausted", "model_error", "budget"]
+    reason: Literal["retry_budget_exhausted", "model_error", "budget", "model_timeout", "turn_limit", "deadline", "call_limit"]
     message: str
     attempts: int
     errors: list[CallVerdict]
@@ -130,6 +132,8 @@ class AgentState(TypedDict, total=False):
     structured_response: dict[str, Any] | None
     # Every approval decision of the run, in order.
     decisions: Annotated[list[ApprovalDecision], operator.add]
+    # When the current run must end (epoch seconds), set at its first turn (toolrail/limits.py).
+    deadline_at: float | None
 
 
 class CallTask(TypedDict):
@@ -137,6 +141,8 @@ class CallTask(TypedDict):
 
     call: ValidatedCall
     state: NotRequired[dict[str, Any]]  # only for tools that declare InjectedState
+    deadline_at: NotRequired[float | None]  # the run's deadline: a call may not outlive it
+    rebuild: NotRequired[list[str]]  # sandbox tasks: the thread's completed cells, to rebuild a new session
 
 
 class ToolsTask(TypedDict, total=False):
@@ -145,3 +151,4 @@ class ToolsTask(TypedDict, total=False):
     calls: list[ValidatedCall]
     call: ValidatedCall  # a single call (accepted for callers that send one task per call)
     state: dict[str, Any]  # only when one of the calls' tools declares InjectedState
+    deadline_at: float | None  # the run's deadline: no call of the turn may outlive it

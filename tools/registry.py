@@ -20,6 +20,7 @@ from typing import Any, Literal
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from toolrail.arguments import ArgumentsRejected, parse_arguments
 from toolrail.tools.strict_schema import StrictSchemaError, to_strict_schema
 
 Target = Literal["tools", "sandbox"]
@@ -360,13 +361,12 @@ def _parse_arguments(tool: str, arguments: str | dict[str, Any]) -> dict[str, An
     text = arguments.strip() if isinstance(arguments, str) else arguments
     if text == "":
         return {}
+    if not isinstance(text, str):
+        raise InvalidToolCall(tool, [FieldError("arguments", f"not valid JSON: got {type(text).__name__}", kind="json")])
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise InvalidToolCall(
-            tool,
-            [FieldError("arguments", f"not valid JSON: {exc} in {_short(arguments, 200)}", kind="json")],
-        ) from None
+        data = parse_arguments(text)
+    except ArgumentsRejected as exc:
+        raise InvalidToolCall(tool, [FieldError("arguments", str(exc), kind="json")]) from None
     if not isinstance(data, dict):
         raise InvalidToolCall(
             tool, [FieldError("arguments", "must be a JSON object", got=data, kind="json_type")]

@@ -36,15 +36,22 @@ class SandboxSessions:
         self._sessions: dict[str, Sandbox] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def get(self, thread: str) -> Sandbox:
+    async def get(self, thread: str, rebuild: list[str] | None = None) -> Sandbox:
+        """The thread's session; a new one first re-runs `rebuild` (the thread's completed cells,
+        oldest first, their output discarded) so a resumed thread finds its variables again."""
         async with self._locks.setdefault(thread, asyncio.Lock()):
             if thread not in self._sessions:
                 sandbox = self.factory()
                 await sandbox.start()
                 for name, data in self.inputs.items():
                     await sandbox.upload(name, data)
+                for code in rebuild or []:
+                    await sandbox.run_to_end(code)
                 self._sessions[thread] = sandbox
             return self._sessions[thread]
+
+    def has(self, thread: str) -> bool:
+        return thread in self._sessions
 
     async def collect(self, thread: str, files: list[FileInfo], not_listed: int = 0) -> tuple[list[Path], list[str]]:
         """Copy the files a run produced out of the sandbox, if an output folder is set.

@@ -2,7 +2,10 @@
 
 Tests and benchmarks point the real `ChatOpenAI` client at it (127.0.0.1, a free port), so
 what they prove holds over the actual wire: request bodies, SSE streaming, parallel
-`tool_calls`, argument fragments arriving over time, and HTTP errors.
+`tool_calls`, argument fragments arriving over time, and HTTP errors — and the misbehaviour of
+real endpoints: calls without ids (`omit_ids`) or with one id repeated (script the same `id`),
+endless streams, stalls, keep-alive comment trickles, huge or deep or non-finite arguments
+(arguments are sent as raw text).
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class ScriptedReply:
     fail_mid_stream: bool = False  # streaming: drop the connection after the calls
     headers: dict[str, str] = field(default_factory=dict)  # e.g. {"Retry-After": "1"} on a 429
     usage: tuple[int, int] = (10, 10)  # (input, output) tokens the server reports
+    omit_ids: bool = False  # send tool calls without an `id`, as several OpenAI-compatible servers do
+    endless: bool = False  # streaming: after the calls, send content tokens until the client hangs up
+    keepalive_s: float = 0.0  # streaming: first send SSE `: keep-alive` comments for this long
 
 
 def call(name: str, arguments: dict | str, **kw: Any) -> ScriptedCall:
@@ -175,21 +181,29 @@ class OpenAICompatibleServer:
         return _completion(body, reply)
 
     def sse_frames(self, body: dict, reply: ScriptedReply) -> Iterator[tuple[str | None, float]]:
+        for _ in range(int(reply.keepalive_s / 0.05)):  # comments only: no data chunk at all
+            yield ": keep-alive\n\n", 0.05
         for event, pause in _sse_events(body, reply):
             yield (None if event is None else f"data: {event}\n\n"), pause
         if not reply.fail_mid_stream:
             yield "data: [DONE]\n\n", 0.0
 
 
-def _ids(reply: ScriptedReply) -> list[str]:
+def _ids(reply: ScriptedReply) -> list[str | None]:
+    if reply.omit_ids:
+        return [None] * len(reply.tool_calls)
     return [c.id or f"call_{uuid.uuid4().hex[:12]}" for c in reply.tool_calls]
+
+
+def _without_missing_id(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if not (k == "id" and v is None)}
 
 
 def _completion(body: dict, reply: ScriptedReply) -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": reply.content or None}
     if reply.tool_calls:
         message["tool_calls"] = [
-            {"id": cid, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            _without_missing_id({"id": cid, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
             for cid, c in zip(_ids(reply), reply.tool_calls)
         ]
     return {
@@ -216,7 +230,7 @@ def _sse_events(body: dict, reply: ScriptedReply) -> Iterator[tuple[str | None, 
     for word in re.findall(r"\S*\s*", reply.content or "")[:-1]:  # word by word, exactly the content
         yield chunk({"content": word}), reply.fragment_delay_s
     for index, (cid, c) in enumerate(zip(_ids(reply), reply.tool_calls)):
-        head = {"index": index, "id": cid, "type": "function", "function": {"name": c.name, "arguments": ""}}
+        head = _without_missing_id({"index": index, "id": cid, "type": "function", "function": {"name": c.name, "arguments": ""}})
         yield chunk({"tool_calls": [head]}), c.gap_before_s
         size = max(1, reply.fragment_size)
         for start in range(0, len(c.arguments), size):
@@ -225,6 +239,8 @@ def _sse_events(body: dict, reply: ScriptedReply) -> Iterator[tuple[str | None, 
     if reply.fail_mid_stream:
         yield None, reply.tail_delay_s
         return
+    while reply.endless:
+        yield chunk({"content": "more "}), max(reply.fragment_delay_s, 0.005)
     yield chunk({}, "tool_calls" if reply.tool_calls else "stop"), reply.tail_delay_s
     if (body.get("stream_options") or {}).get("include_usage"):
         usage = {**base, "choices": [], "usage": _usage(reply)}
