@@ -43,3 +43,27 @@ async def test_every_call_is_validated_exactly_once_before_its_tool_runs(openai_
     state = await graph.ainvoke({"messages": [("user", "go")]}, {"configurable": {"thread_id": "t"}})
     assert sorted(ran) == ["a", "b", "c"] and state["messages"][-1].content == "done"
     assert sorted(VALIDATIONS) == ["a", "b", "c"], f"validations: {VALIDATIONS}"
+
+
+FAST_PATH_REFUSES = {
+    "NaN": '{"key": NaN}',
+    "duplicate key": '{"key": "a", "key": "b"}',
+    "10,000 deep": '{"key": ' + "[" * 10_000 + "]" * 10_000 + "}",
+    "over 1 MiB": '{"key": "' + "x" * (1 << 20) + '"}',
+}
+
+
+@pytest.mark.parametrize("case", list(FAST_PATH_REFUSES))
+def test_the_planners_own_check_of_its_reply_refuses_what_the_validate_node_refuses(case):
+    """A valid turn skips the validate node (the planner checks its own reply), so that check must
+    apply the same argument limits and strict JSON: such a turn goes to the validate node instead."""
+    from toolrail.nodes.validate import _check, valid_turn
+    from toolrail.speculation import Speculation
+
+    registry = ToolRegistry()
+    registry.register(lambda key: key, name="lookup", description="Look up a key.", args_model=LookupArgs)
+    bad = {"id": "call_bad", "name": "lookup", "arguments": FAST_PATH_REFUSES[case]}
+    good = {"id": "call_good", "name": "lookup", "arguments": '{"key": "k"}'}
+    assert valid_turn(registry, Speculation(None, enabled=False), [good, bad], turn=1) is None
+    assert _check(registry, bad)[1] is not None  # and the validate node words the error
+    assert valid_turn(registry, Speculation(None, enabled=False), [good], turn=1)["validated_calls"][0]["id"] == "call_good"
