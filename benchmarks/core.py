@@ -93,8 +93,12 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
     for r in range(repeats):
         async with _saver(store, folder / f"ours-{n_calls}-{sync}-{r}.sqlite") as saver:
             ledger = SqliteSideEffectLedger(folder / f"ours-{n_calls}-{sync}-{r}-ledger.sqlite") if store == "sqlite" else None
-            graph = build_graph(model=scripted_model(turns), tools=tools, checkpointer=saver, speculative=False, ledger=ledger)
+            # the per-turn call limit (default 256) is lifted to the size being measured
+            graph = build_graph(model=scripted_model(turns), tools=tools, checkpointer=saver, speculative=False, ledger=ledger,
+                                max_calls_per_turn=max(n_calls, 256))
             wall, state = await _timed(graph, f"ours-{r}")
+        if state.get("failure"):
+            raise RuntimeError(f"fan-out benchmark run failed at N={n_calls}: {state['failure']['reason']}: {state['failure']['message']}")
         results = state["results"]
         phase.append(max(x["started_at"] + x["duration_s"] for x in results) - min(x["started_at"] for x in results))
         runs["toolrail"].append(wall)
@@ -266,6 +270,7 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 5) -> dict[str, An
     from toolrail.calls import merge_chunks
     from toolrail.execution import CallExecutor
     from toolrail.nodes.planner import make_planner
+    from toolrail.limits import RunLimits
     from toolrail.speculation import Speculation
 
     class Replay(BaseChatModel):
@@ -297,12 +302,13 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 5) -> dict[str, An
         timings: dict[str, list[float]] = {"streamed": [], "whole": []}
         for _ in range(repeats):
             for name, chunks in (("streamed", streamed_chunks), ("whole", whole)):
-                planner = _planner_only(make_planner(Replay(chunks), demo_tools, Speculation(CallExecutor(), enabled=False)))
+                planner = _planner_only(make_planner(Replay(chunks), demo_tools, Speculation(CallExecutor(), enabled=False),
+                                                     limits=RunLimits(max_calls_per_turn=max(size, 256))))
                 gc.collect()  # each side starts from the same heap, not the other's garbage
                 start = time.perf_counter()
                 update = await planner.ainvoke(state, {"configurable": {"thread_id": "bench"}})
                 timings[name].append(time.perf_counter() - start)
-                assert len(update["turn_calls"]) == size
+                assert len(update.get("turn_calls") or []) == size, update.get("failure")
         figures[f"chunks_{size}"] = len(streamed_chunks)
         figures[f"streamed_planner_ms_{size}"] = min(timings["streamed"]) * 1000
         figures[f"whole_reply_planner_ms_{size}"] = min(timings["whole"]) * 1000
