@@ -164,7 +164,7 @@ def ledger_from_environment() -> SideEffectLedger:
     location = os.environ.get("TOOLRAIL_LEDGER_URL") or os.environ.get("POSTGRES_URI") or os.environ.get("DATABASE_URI")
     if location and is_postgres(location):
         return PostgresSideEffectLedger(location)
-    path = Path(location or ".toolrail/side-effects.sqlite")
+    path = Path(location or ".toolrail/side-effects.sqlite").absolute()  # the server's working folder at start
     return SqliteSideEffectLedger(path)
 
 

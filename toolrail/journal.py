@@ -106,6 +106,7 @@ class SqliteResultJournal(ResultJournal):
             self._ready = True
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.execute("PRAGMA synchronous=FULL")
+        db.execute(TABLE)  # idempotent and cheap: the file may have been replaced or opened from elsewhere
         return db
 
     async def finished(self, scope: str) -> dict[str, tuple[Outcome, bool]]:
