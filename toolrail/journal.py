@@ -99,8 +99,7 @@ class SqliteResultJournal(ResultJournal):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute(TABLE)
+                db.execute("PRAGMA journal_mode=WAL")  # kept by the file itself
             finally:
                 db.close()
             self._ready = True
@@ -140,14 +139,10 @@ class PostgresResultJournal(ResultJournal):
         self._created = False
 
     async def _connect(self):
-        import psycopg
+        from toolrail.ledger import connect_postgres
 
-        db = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-        if not self._created:
-            async with db.transaction():
-                await db.execute("SELECT pg_advisory_xact_lock(%s)", (JOURNAL_LOCK,))
-                await db.execute(TABLE)
-            self._created = True
+        db = await connect_postgres(self.url, create=None if self._created else TABLE, lock=JOURNAL_LOCK)
+        self._created = True
         return db
 
     async def finished(self, scope: str) -> dict[str, tuple[Outcome, bool]]:

@@ -178,6 +178,20 @@ def _sqlite(sql: str) -> str:
 LEDGER_LOCK = 0x7472_6C65  # serialises the table's creation between workers starting together
 
 
+async def connect_postgres(url: str, *, create: str | None, lock: int):
+    """An autocommit connection; `create` (a CREATE TABLE IF NOT EXISTS), when given, runs under
+    the advisory lock `lock`: that statement is not safe against itself in Postgres, so workers
+    starting together take turns."""
+    import psycopg
+
+    db = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    if create is not None:
+        async with db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            await db.execute(create)
+    return db
+
+
 class PostgresSideEffectLedger(SideEffectLedger):
     """A table in the Postgres checkpoint database: every worker sees every claim."""
 
@@ -186,15 +200,8 @@ class PostgresSideEffectLedger(SideEffectLedger):
         self._created = False
 
     async def _connect(self):
-        import psycopg
-
-        db = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-        if not self._created:
-            # CREATE TABLE IF NOT EXISTS is not safe against itself in Postgres: take turns.
-            async with db.transaction():
-                await db.execute("SELECT pg_advisory_xact_lock(%s)", (LEDGER_LOCK,))
-                await db.execute(TABLE)
-            self._created = True
+        db = await connect_postgres(self.url, create=None if self._created else TABLE, lock=LEDGER_LOCK)
+        self._created = True
         return db
 
     async def claim(self, thread: str, call_id: str, fingerprint: str, tool: str) -> Outcome | None:
