@@ -15,17 +15,12 @@ soon as one is crossed, so a model that never stops cannot keep the run going.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import math
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, SystemMessage
-from langchain_core.runnables import RunnableBinding, RunnableConfig
+from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.errors import GraphBubbleUp
 
@@ -34,7 +29,7 @@ import openai
 from langchain_core.exceptions import ModelTimeoutError
 
 from toolrail.backoff import RetriesExhausted, RetryPolicy, call_with_backoff
-from toolrail.calls import CallIds, add_fragment, as_raw_call, history_message, ids_in_thread, merge_chunks, raw_calls
+from toolrail.calls import CallIds, history_message, ids_in_thread, raw_calls
 from toolrail.errors import ModelUnavailable
 from toolrail.final_answer import ResponseFormat
 from toolrail.approval import ApprovalPolicy, per_run_setting
@@ -43,8 +38,9 @@ from toolrail.limits import RunLimits, deadline_at, seconds_left, turns_this_run
 from toolrail.nodes.validate import valid_turn, validate_arguments
 from toolrail.providers import bind_tools_for_provider, explain_model_error, with_usage_reporting
 from toolrail.speculation import Speculation, thread_of
+from toolrail.stream_reply import CallWatcher, ModelTimedOut, stream_reply
 from toolrail.state import AgentState, RawCall, RunFailure
-from toolrail.tools.registry import InvalidToolCall, ToolRegistry, _traced
+from toolrail.tools.registry import InvalidToolCall, ToolRegistry
 from toolrail.usage import UNLIMITED, Budget, budget_failure, current_run, model_call, run_total
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -52,14 +48,6 @@ DEFAULT_SYSTEM_PROMPT = (
     "all in the same turn (in parallel). If a call is rejected, read the error and send corrected "
     "calls. Answer in plain text once you have what you need."
 )
-
-
-class ModelTimedOut(Exception):
-    """The reply did not arrive within one of the model limits (or the run's deadline)."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Speculation, system_prompt: str = DEFAULT_SYSTEM_PROMPT,
@@ -108,9 +96,10 @@ def make_planner(model: BaseChatModel, tools: ToolRegistry, speculation: Specula
         async def attempt() -> BaseMessage:
             checked.clear()
             ids = CallIds(used_ids)
-            watchers.append(CallWatcher(
-                lambda call: _speculate(call, tools, speculation, thread, started, checked, run_deadline, limits.arguments), ids, limits))
-            return await _stream_reply(bound, prompt, traced, watchers[-1], limits, run_deadline)
+            speculate = (lambda call: _speculate(call, tools, speculation, thread, started, checked, run_deadline, limits.arguments)
+                         ) if speculation.enabled else None  # nothing to start: no need to watch for closing braces
+            watchers.append(CallWatcher(speculate, ids, limits))
+            return await stream_reply(bound, prompt, traced, watchers[-1], limits, run_deadline)
 
         turn = sum(1 for m in state["messages"] if m.type == "ai") + 1
         started_at, clock = time.time(), time.perf_counter()
@@ -165,65 +154,6 @@ def _failure(reason: str, message: str, state: AgentState) -> RunFailure:
     return RunFailure(reason=reason, message=message, attempts=state.get("attempts", 0), errors=[])
 
 
-class CallWatcher:
-    """Watches streamed tool-call fragments and reports each call once its arguments close.
-
-    A call is complete when its accumulated arguments parse as a JSON object (nothing can
-    legally follow the closing brace) or when the next call's first fragment arrives. It also
-    says when the stream must be cut: more calls than a turn may have, or arguments past the
-    size limit (the rest of such a reply is never read).
-    """
-
-    def __init__(self, on_complete: Callable[[RawCall], None], ids: CallIds | None = None, limits: RunLimits | None = None):
-        self.on_complete, self.ids, self.limits = on_complete, ids or CallIds(), limits or RunLimits()
-        self.calls: dict[Any, dict[str, str]] = {}
-        self.done: set[Any] = set()
-        self.open: dict[Any, None] = {}  # calls not yet complete, in order (usually one): O(1) per fragment
-        self.position: dict[Any, int] = {}
-        self.too_many = self.too_big = False
-
-    @property
-    def stop(self) -> bool:
-        return self.too_many or self.too_big
-
-    def feed(self, chunk: BaseMessage) -> None:
-        for fragment in getattr(chunk, "tool_call_chunks", None) or []:
-            index = fragment.get("index", 0)
-            for earlier in [i for i in self.open if i != index]:
-                self._complete(earlier)
-            self.position.setdefault(index, len(self.position))
-            add_fragment(self.calls, fragment)
-            if index not in self.done:
-                self.open[index] = None
-            if len(self.calls) > self.limits.max_calls_per_turn:
-                self.too_many = True
-                return
-            arguments = self.calls[index]["arguments"]
-            if len(arguments) > self.limits.arguments.max_bytes:
-                self.too_big = True  # validation refuses the call; the rest of the reply is not read
-                return
-            piece = fragment.get("args") or ""
-            if "}" in piece and index not in self.done and _is_json_object(arguments):
-                self._complete(index)
-
-    def raw_calls(self) -> list[RawCall]:
-        return [as_raw_call(c["id"], c["name"], c["arguments"], i) for i, c in enumerate(self.calls.values())]
-
-    def _complete(self, index: Any) -> None:
-        self.done.add(index)
-        self.open.pop(index, None)
-        call = self.calls[index]
-        position = self.position[index]
-        self.on_complete(self.ids.assign(as_raw_call(call["id"], call["name"], call["arguments"], position), position))
-
-
-def _is_json_object(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except (ValueError, RecursionError):
-        return False
-
-
 def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thread: str, started: list[RawCall],
                checked: dict[str, tuple[str, Any]], run_deadline: float | None = None,
                limits: ArgumentLimits | None = None) -> None:
@@ -239,84 +169,6 @@ def _speculate(call: RawCall, tools: ToolRegistry, speculation: Speculation, thr
                          within=seconds_left(run_deadline)):
         started.append(call)
         get_stream_writer()({"type": "speculative_start", "call_id": call["id"], "name": call["name"], "at": time.time()})
-
-
-async def _stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watcher: CallWatcher,
-                        limits: RunLimits, run_deadline: float | None) -> BaseMessage:
-    """Stream the reply (so calls start and text shows as they are generated); merge the chunks
-    once at the end, in O(N) (`merge_chunks`).
-
-    One timer guards the stream and is re-armed at every chunk to the nearest of: the first
-    chunk's or the next chunk's limit, the whole reply's limit, the run's deadline. Keep-alive
-    comments are not chunks, so a trickle of them cannot hold the run. The guard wraps the
-    chunks however they come (`_chunks`: the model's own `_astream` or `astream`).
-    """
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    limits_at = {
-        "reply": (start + limits.reply_timeout_s, f"the model's reply took longer than {limits.reply_timeout_s:g}s (--model-reply-timeout)"),
-        "deadline": (start + seconds_left(run_deadline), "the run passed its deadline (--deadline) while the model was replying"),
-    }
-    chunks: list[BaseMessage] = []
-    fired = ("first", start + limits.first_chunk_timeout_s, f"the model sent nothing for {limits.first_chunk_timeout_s:g}s (--model-first-chunk-timeout)")
-
-    def arm(guard: asyncio.Timeout, step: tuple[str, float, str]) -> tuple[str, float, str]:
-        nearest = min([step, *((k, at, why) for k, (at, why) in limits_at.items())], key=lambda c: c[1])
-        guard.reschedule(nearest[1] if math.isfinite(nearest[1]) else None)
-        return nearest
-
-    try:
-        async with asyncio.timeout(None) as guard:
-            fired = arm(guard, fired)
-            async with contextlib.aclosing(_chunks(model, prompt, config)) as stream:
-                async for chunk in stream:
-                    watcher.feed(chunk)
-                    chunks.append(chunk)
-                    if watcher.stop:
-                        break
-                    if guard.expired():  # it fired while chunks were buffered (or a layer below ate the cancel)
-                        await asyncio.sleep(0)
-                        raise ModelTimedOut("deadline" if fired[0] == "deadline" else "model_timeout", fired[2])
-                    gap = limits.chunk_gap_timeout_s
-                    fired = arm(guard, ("gap", loop.time() + gap, f"the model's stream stalled for {gap:g}s between chunks (--model-chunk-timeout)"))
-    except TimeoutError:
-        if guard.expired():
-            raise ModelTimedOut("deadline" if fired[0] == "deadline" else "model_timeout", fired[2]) from None
-        raise
-    if not chunks:
-        raise ModelUnavailable("the model returned an empty stream")
-    return merge_chunks(chunks)
-
-
-async def _chunks(model: Any, prompt: list[BaseMessage], config: RunnableConfig) -> AsyncIterator[BaseMessage]:
-    """The reply's chunks. When nothing listens to callbacks (no tracing, no token streaming to a
-    client), they come straight from the chat model's own `_astream`: `BaseChatModel.astream`
-    merges every chunk once more for `on_llm_end`, with a list merge that is O(fragments × calls)
-    — 1,000 streamed calls cost it ~1 s. Anything listening gets the ordinary `astream`."""
-    direct = _direct_stream(model)
-    if direct is None:
-        async with contextlib.aclosing(model.astream(prompt, config)) as stream:
-            async for chunk in stream:
-                yield chunk
-        return
-    chat, kwargs = direct
-    async with contextlib.aclosing(chat._astream(chat._convert_input(prompt).to_messages(), **kwargs)) as generations:
-        async for generation in generations:  # closed with the reply when a limit cuts the stream
-            message = generation.message
-            if generation.generation_info:  # what astream moves into the message's metadata
-                message.response_metadata = {**generation.generation_info, **message.response_metadata}
-            yield message
-
-
-def _direct_stream(model: Any) -> tuple[BaseChatModel, dict[str, Any]] | None:
-    chat, kwargs = (model.bound, dict(model.kwargs)) if isinstance(model, RunnableBinding) else (model, {})
-    if not isinstance(chat, BaseChatModel) or type(chat)._astream is BaseChatModel._astream:
-        return None
-    if chat.rate_limiter is not None or kwargs.get("ls_structured_output_format") or _traced():
-        return None
-    if not chat._should_stream(async_api=True, **{**kwargs, "stream": True}):
-        return None  # streaming disabled: astream falls back to one non-streamed reply
-    return chat, kwargs
 
 
 def _model_failure(exc: Exception, state: AgentState) -> RunFailure:
