@@ -319,6 +319,109 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 5) -> dict[str, An
     return {"calls": n_calls, **figures}
 
 
+def _openai_reply(n_calls: int) -> Any:
+    """The benchmark's reply as the local OpenAI-compatible server scripts it (12-character fragments)."""
+    return calls(*[call("search_flights", {"origin": "SF", "destination": f"city {i}", "date": None, "max_stops": 1}, id=f"call_{i}")
+                   for i in range(n_calls)], fragment_size=12)
+
+
+def _in_process_transport(n_calls: int) -> Any:
+    """An httpx transport that answers in this process with exactly the bytes the local server
+    sends (its own `sse_frames` / `completion`), an SSE frame at a time: the real client's whole
+    path (SDK, SSE decoding, langchain-openai) without a socket or a server thread."""
+    import httpx2
+
+    server = OpenAICompatibleServer()
+    server._httpd.server_close()  # never started: only its wire format is used
+
+    rendered: dict[bool, Any] = {}  # rendered once (the warm-up round), so the timed rounds measure the client only
+
+    async def handle(request: Any) -> Any:
+        body = json.loads(request.content)
+        streamed = bool(body.get("stream"))
+        if streamed not in rendered:
+            reply = _openai_reply(n_calls)
+            rendered[streamed] = ([frame.encode() for frame, _pause in server.sse_frames(body, reply)] if streamed
+                                  else json.dumps(server.completion(body, reply)).encode())
+        if not streamed:
+            return httpx2.Response(200, headers={"content-type": "application/json"}, content=rendered[False])
+
+        async def frames():
+            for frame in rendered[True]:
+                yield frame
+
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=frames())
+
+    return httpx2.MockTransport(handle)
+
+
+async def _openai_planner_times(base_url: str, n_calls: int, repeats: int, http_client: Any = None) -> dict[str, float]:
+    """Planner time (wall and this process's CPU) for the reply through `ChatOpenAI`, streamed and not, paired per repeat."""
+    from langchain_openai import ChatOpenAI
+
+    from toolrail.execution import CallExecutor
+    from toolrail.limits import RunLimits
+    from toolrail.nodes.planner import make_planner
+    from toolrail.speculation import Speculation
+
+    timings: dict[str, list[float]] = {"streamed": [], "whole_reply": [], "streamed_cpu": [], "whole_reply_cpu": []}
+    state = {"messages": [HumanMessage(PROMPT)]}
+    for _ in range(repeats + 1):  # the first round warms the client up and is not counted
+        for name in ("streamed", "whole_reply"):
+            model = ChatOpenAI(model="bench", base_url=base_url, api_key="bench", max_retries=0, timeout=120,
+                               disable_streaming=name == "whole_reply", http_async_client=http_client)
+            planner = _planner_only(make_planner(model, demo_tools, Speculation(CallExecutor(), enabled=False),
+                                                 limits=RunLimits(max_calls_per_turn=max(n_calls, 256))))
+            gc.collect()
+            wall, cpu = time.perf_counter(), time.process_time()
+            update = await planner.ainvoke(state, {"configurable": {"thread_id": "bench"}})
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            assert len(update.get("turn_calls") or []) == n_calls, update.get("failure")
+            timings[name].append(wall)
+            timings[f"{name}_cpu"].append(cpu)
+    return {key: statistics.median(values[1:]) for key, values in timings.items()}
+
+
+async def bench_streaming_openai(n_calls: int = 1000, repeats: int = 5) -> dict[str, Any]:
+    """The same N-call reply through the real `ChatOpenAI` client, streamed (SSE, 12-character
+    fragments) vs not (one JSON body): in process (`_in_process_transport`) and over the real
+    wire from the local OpenAI-compatible server, run in its own process so that its work
+    (rendering ~7 frames per call) is not on this process's CPU. The wire's wall time includes
+    the server's pace; the client's CPU time is what toolrail and the client libraries spend."""
+    import subprocess
+    import sys
+
+    figures: dict[str, Any] = {"calls": n_calls}
+    in_process = await _openai_planner_times("http://bench.invalid/v1", n_calls, repeats,
+                                             http_client=_openai_async_client(_in_process_transport(n_calls)))
+    figures.update({f"in_process_{k}_ms": v * 1000 for k, v in in_process.items()})
+    script = ("import sys, time\n"
+              "from benchmarks.core import _openai_reply\n"
+              "from toolrail.testing.openai_server import OpenAICompatibleServer\n"
+              f"with OpenAICompatibleServer(lambda body: _openai_reply({n_calls})) as server:\n"
+              "    print(server.base_url, flush=True)\n"
+              "    sys.stdin.read()\n")
+    root = str(Path(__file__).resolve().parents[1])
+    server = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root)
+    try:
+        base_url = server.stdout.readline().strip()
+        wire = await _openai_planner_times(base_url, n_calls, repeats)
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+    figures.update({f"wire_{k}_ms": v * 1000 for k, v in wire.items()})
+    for where in ("in_process", "wire"):
+        figures[f"{where}_streamed_over_whole_reply"] = figures[f"{where}_streamed_ms"] / figures[f"{where}_whole_reply_ms"]
+    figures["wire_streamed_over_whole_reply_cpu"] = figures["wire_streamed_cpu_ms"] / figures["wire_whole_reply_cpu_ms"]
+    return figures
+
+
+def _openai_async_client(transport: Any) -> Any:
+    import openai
+
+    return openai.DefaultAsyncHttpxClient(transport=transport)
+
+
 def _planner_only(planner: Any) -> Any:
     """The planner node alone in a graph (it needs LangGraph's run context), no checkpointer."""
     from toolrail.state import AgentState

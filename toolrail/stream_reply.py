@@ -37,6 +37,11 @@ from toolrail.state import RawCall
 
 _JSON_TOKENS = re.compile(r'[{}"\\]')
 
+try:  # langsmith's dependency; several times faster than json for the ~7,000 small chunks of a reply
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+
 
 class _Call:
     """One call being assembled from its fragments."""
@@ -400,7 +405,7 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
     convert = chat._convert_chunk_to_generation_chunk
     try:
         raw = await chat.async_client.with_raw_response.create(**payload)
-        stream = raw.parse(to=AsyncStream[object])  # plain dicts: no pydantic model per chunk
+        stream = _SsePayloads(raw.http_response) if _SsePayloads.usable() else raw.parse(to=AsyncStream[object])
         try:
             first = True
             async for chunk in stream:
@@ -446,3 +451,81 @@ def _only_arguments(chunk: Any) -> list[dict[str, Any]] | None:
         if value and key != "tool_calls" and not (key == "role" and value == "assistant"):
             return None
     return deltas
+
+
+class _SsePayloads:
+    """The `data:` payloads of an OpenAI SSE stream, parsed — what the SDK's `AsyncStream[object]`
+    yields, with the same errors (`APIError` for an error payload, `APITimeoutError` /
+    `APIConnectionError` for a broken read), but split with bytes operations instead of the
+    SDK's line-by-line decoder (a third of the client's time on a 7,000-chunk reply)."""
+
+    def __init__(self, response: Any):
+        self.response = response
+
+    @staticmethod
+    def usable() -> bool:
+        try:
+            from openai import _httpx2  # the SDK's own lists of read errors
+        except ImportError:
+            return False
+        return hasattr(_httpx2, "timeout_exceptions") and hasattr(_httpx2, "request_exceptions")
+
+    async def close(self) -> None:
+        await self.response.aclose()
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        import openai
+        from openai._httpx2 import request_exceptions, timeout_exceptions
+
+        response, tail = self.response, b""
+        try:
+            async for block in response.aiter_bytes():
+                data = tail + block if tail else block
+                if b"\r" in data:  # CRLF or CR line ends; a CR at the very end may be half of a CRLF
+                    held = data.endswith(b"\r")
+                    data = data[:-1].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + b"\r" if held else \
+                        data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                if b"\n\n" not in data:
+                    tail = data
+                    continue
+                events = data.split(b"\n\n")
+                tail = events.pop()
+                for event in events:
+                    if event.startswith(b"data: ") and b"\n" not in event:
+                        kind, payload = None, event[6:]
+                    else:
+                        kind, payload = _parse_event(event)
+                        if payload is None:
+                            continue  # comments only (keep-alive): not a chunk
+                    if payload.startswith(b"[DONE]"):
+                        return
+                    try:
+                        chunk = _loads(payload)
+                    except ValueError:  # what orjson refuses and json takes (NaN, huge integers)
+                        chunk = json.loads(payload)
+                    if kind == "error" or (isinstance(chunk, dict) and chunk.get("error")):
+                        error = chunk.get("error") if isinstance(chunk, dict) else None
+                        message = error.get("message") if isinstance(error, dict) else None
+                        raise openai.APIError(message=message if isinstance(message, str) and message else "An error occurred during streaming",
+                                              request=response.request, body=error)
+                    yield chunk
+        except timeout_exceptions() as exc:
+            raise openai.APITimeoutError(request=response.request) from exc
+        except request_exceptions() as exc:
+            raise openai.APIConnectionError(request=response.request) from exc
+
+
+def _parse_event(event: bytes) -> tuple[str | None, bytes | None]:
+    """One SSE event's type and data (its `data:` lines joined), per the SSE spec."""
+    kind, data = None, []
+    for line in event.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            kind = value.decode("utf-8", "replace")
+    return kind, (b"\n".join(data) if data else None)
