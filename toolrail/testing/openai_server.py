@@ -45,6 +45,8 @@ class ScriptedReply:
     omit_ids: bool = False  # send tool calls without an `id`, as several OpenAI-compatible servers do
     endless: bool = False  # streaming: after the calls, send content tokens until the client hangs up
     keepalive_s: float = 0.0  # streaming: first send SSE `: keep-alive` comments for this long
+    line_end: str = "\n"  # streaming: how SSE lines end ("\r\n" is allowed by the SSE spec too)
+    error_mid_stream: str | None = None  # streaming: after the calls, an error payload (`data: {"error": ...}`)
 
 
 def call(name: str, arguments: dict | str, **kw: Any) -> ScriptedCall:
@@ -183,10 +185,11 @@ class OpenAICompatibleServer:
     def sse_frames(self, body: dict, reply: ScriptedReply) -> Iterator[tuple[str | None, float]]:
         for _ in range(int(reply.keepalive_s / 0.05)):  # comments only: no data chunk at all
             yield ": keep-alive\n\n", 0.05
+        end = reply.line_end
         for event, pause in _sse_events(body, reply):
-            yield (None if event is None else f"data: {event}\n\n"), pause
+            yield (None if event is None else f"data: {event}{end}{end}"), pause
         if not reply.fail_mid_stream:
-            yield "data: [DONE]\n\n", 0.0
+            yield f"data: [DONE]{end}{end}", 0.0
 
 
 def _ids(reply: ScriptedReply) -> list[str | None]:
@@ -238,6 +241,9 @@ def _sse_events(body: dict, reply: ScriptedReply) -> Iterator[tuple[str | None, 
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}), reply.fragment_delay_s
     if reply.fail_mid_stream:
         yield None, reply.tail_delay_s
+        return
+    if reply.error_mid_stream:
+        yield json.dumps({"error": {"message": reply.error_mid_stream, "type": "server_error"}}), reply.tail_delay_s
         return
     while reply.endless:
         yield chunk({"content": "more "}), max(reply.fragment_delay_s, 0.005)

@@ -1,0 +1,134 @@
+"""The planner's streamed reply over the real wire: the fast way toolrail reads a ChatOpenAI stream
+gives the same reply as langchain's own, token streaming still reaches graph users, and calls
+start when their JSON object closes, whatever the braces inside their strings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.messages import AIMessageChunk
+from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import BaseModel
+
+from conftest import client_for
+from test_speculation import Probe
+from toolrail.graphs.agent import build_graph
+from toolrail.testing.openai_server import ScriptedReply, answer, call, calls
+from toolrail.tools.registry import ToolRegistry
+
+WEATHER = {"location": "New York"}
+FLIGHTS = {"origin": "SF", "destination": "NYC", "date": None, "max_stops": 0}
+CONFIG = {"configurable": {"thread_id": "t"}}
+
+
+def trip_script(line_end: str = "\n") -> list[ScriptedReply]:
+    final = answer("Light rain in New York; one nonstop flight.")
+    final.line_end = line_end
+    return [calls(call("get_weather", WEATHER, id="call_w"), call("search_flights", FLIGHTS, id="call_f"),
+                  fragment_size=5, usage=(120, 30), line_end=line_end), final]
+
+
+class Listener(AsyncCallbackHandler):
+    """Any callback handler: with one attached, the planner reads the reply through langchain's `astream`."""
+
+    def __init__(self):
+        self.tokens = 0
+
+    async def on_llm_new_token(self, token, **kwargs):
+        self.tokens += 1
+
+
+async def run(openai_server, config=CONFIG, **options):
+    graph = build_graph(model=client_for(openai_server), checkpointer=InMemorySaver(), **options)
+    return await graph.ainvoke({"messages": [("user", "trip")]}, config)
+
+
+def kept(message) -> dict:
+    metadata = {k: message.response_metadata.get(k) for k in ("finish_reason", "model_name", "model_provider")}
+    return {"content": message.content, "tool_calls": message.tool_calls, "invalid": message.invalid_tool_calls,
+            "usage": message.usage_metadata, "metadata": metadata}
+
+
+async def test_the_fast_read_of_a_chatopenai_stream_keeps_exactly_what_langchains_own_stream_gives(openai_server):
+    openai_server.script(*trip_script())
+    fast = await run(openai_server)
+    openai_server.script(*trip_script())
+    listener = Listener()
+    through_langchain = await run(openai_server, config={**CONFIG, "callbacks": [listener]})
+    assert listener.tokens > 10  # that run really went through langchain's astream, token by token
+    assert [kept(m) for m in fast["messages"] if m.type == "ai"] == [kept(m) for m in through_langchain["messages"] if m.type == "ai"]
+    first_turn = next(m for m in fast["messages"] if m.type == "ai")
+    assert [c["args"] for c in first_turn.tool_calls] == [WEATHER, FLIGHTS]
+    assert first_turn.response_metadata["finish_reason"] == "tool_calls"
+    assert first_turn.usage_metadata["input_tokens"] == 120
+    assert [(c["input_tokens"], c["output_tokens"]) for c in fast["model_calls"]] == [(120, 30), (10, 10)]
+    assert fast["model_calls"] == [{**c, "started_at": f["started_at"], "duration_s": f["duration_s"]}
+                                   for c, f in zip(through_langchain["model_calls"], fast["model_calls"])]
+
+
+async def test_token_streaming_to_graph_users_still_gets_every_chunk(openai_server):
+    openai_server.script(*trip_script())
+    graph = build_graph(model=client_for(openai_server), checkpointer=InMemorySaver())
+    chunks = [message async for message, meta in graph.astream({"messages": [("user", "trip")]}, CONFIG, stream_mode="messages")
+              if isinstance(message, AIMessageChunk) and meta["langgraph_node"] == "planner"]
+    fragments: dict[int, str] = {}
+    for chunk in chunks:
+        for fragment in chunk.tool_call_chunks:
+            fragments[fragment["index"]] = fragments.get(fragment["index"], "") + (fragment["args"] or "")
+    assert [json.loads(text) for _, text in sorted(fragments.items())] == [WEATHER, FLIGHTS]
+    assert sum(1 for c in chunks if c.tool_call_chunks) > 10  # fragment by fragment, not one merged message
+    answer_tokens = [c.content for c in chunks if c.content]
+    assert len(answer_tokens) > 3 and "".join(answer_tokens) == "Light rain in New York; one nonstop flight."
+
+
+async def test_a_stream_with_crlf_line_ends_is_read_like_any_other(openai_server):
+    openai_server.script(*trip_script(line_end="\r\n"))
+    state = await run(openai_server)
+    assert state.get("failure") is None
+    assert [r["status"] for r in state["results"]] == ["ok", "ok"]
+    assert state["messages"][-1].content == "Light rain in New York; one nonstop flight."
+
+
+async def test_an_error_sent_mid_stream_ends_the_run_with_it_and_cancels_what_started(openai_server):
+    probe = Probe(seconds=5)
+    openai_server.script(calls(call("lookup", {"key": "a"}, id="a"), error_mid_stream="the server is overloaded", tail_delay_s=0.3))
+    state = await run(openai_server, tools=probe.registry, max_retries=0)
+    await asyncio.sleep(0.05)
+    assert state["failure"]["reason"] == "model_error"
+    assert "the server is overloaded" in state["failure"]["message"]
+    assert probe.cancelled == ["a"]
+    assert [(r["id"], r["status"]) for r in state["results"]] == [("a", "cancelled")]
+
+
+class Place(BaseModel):
+    name: str
+
+
+class Where(BaseModel):
+    place: Place
+    note: str
+
+
+async def test_a_call_with_nested_objects_and_braces_in_its_strings_starts_when_its_object_closes(openai_server):
+    started: dict[str, float] = {}
+    seen: list[dict] = []
+
+    async def find(key: str, where: Where) -> str:
+        started[key] = asyncio.get_running_loop().time()
+        seen.append({"key": key, "where": where.model_dump()})
+        return "found"
+
+    registry = ToolRegistry()
+    registry.register(find, name="find", description="Find a place.")
+    tricky = {"key": "a}\"{\\", "where": {"place": {"name": "} {"}, "note": "{{\\\"}}"}}
+    # one character per fragment; the stream goes on for a second after the object closes
+    openai_server.script(calls(call("find", tricky, id="f"), fragment_size=1, tail_delay_s=1.0), answer("ok"))
+    graph = build_graph(model=client_for(openai_server), tools=registry, checkpointer=InMemorySaver())
+    loop = asyncio.get_running_loop()
+    state = await graph.ainvoke({"messages": [("user", "find")]}, CONFIG)
+    ended = loop.time()
+    assert seen == [tricky]
+    assert state["results"][0]["speculative"] is True
+    assert started[tricky["key"]] < ended - 0.8, "it started when its JSON closed, not when the stream ended"
