@@ -121,6 +121,16 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"{s[f'streamed_planner_ms_{n}']:.0f} ms for {s[f'chunks_{n}']} chunks"))
         out.append(("", "streamed / the same reply in one chunk", f"{s['streamed_over_whole_reply']:.2f}",
                     f"{s[f'streamed_planner_ms_{n}']:.0f} ms vs {s[f'whole_reply_planner_ms_{n}']:.0f} ms"))
+        if "chatopenai_in_process_streamed_ms" in s:
+            out.append((f"streaming: real `ChatOpenAI`, one reply of {n} calls, in process (SDK, SSE, langchain-openai; no socket)",
+                        "streamed / the same reply not streamed (planner CPU time)", f"{s['chatopenai_in_process_streamed_over_whole_reply_cpu']:.2f}",
+                        f"CPU {s['chatopenai_in_process_streamed_cpu_ms']:.0f} ms vs {s['chatopenai_in_process_whole_reply_cpu_ms']:.0f} ms; "
+                        f"wall {s['chatopenai_in_process_streamed_ms']:.0f} ms vs {s['chatopenai_in_process_whole_reply_ms']:.0f} ms"))
+            out.append((f"streaming: real `ChatOpenAI`, one reply of {n} calls, over the wire (local server in its own process)",
+                        "streamed / not streamed (planner wall time; client CPU time)",
+                        f"{s['chatopenai_wire_streamed_over_whole_reply']:.2f}; {s['chatopenai_wire_streamed_over_whole_reply_cpu']:.2f}",
+                        f"wall {s['chatopenai_wire_streamed_ms']:.0f} ms vs {s['chatopenai_wire_whole_reply_ms']:.0f} ms (the server renders and sends "
+                        f"{s[f'chunks_{n}']} frames one by one); client CPU {s['chatopenai_wire_streamed_cpu_ms']:.0f} ms vs {s['chatopenai_wire_whole_reply_cpu_ms']:.0f} ms"))
     if "checkpoints" in results:
         c = results["checkpoints"]
         out.append((f"checkpoints: {c['turns']}-turn thread, SQLite", "toolrail bytes per turn / bare LangGraph's", f"{c['toolrail_over_bare_bytes_per_turn']:.2f}",

@@ -262,8 +262,10 @@ def _reply_chunks(n_calls: int) -> list[Any]:
     return chunks
 
 
-async def bench_streaming(n_calls: int = 1000, repeats: int = 5) -> dict[str, Any]:
-    """Planner time for one reply of N calls: streamed chunk by chunk vs the same reply in one piece."""
+async def bench_streaming(n_calls: int = 1000, repeats: int = 5, chatopenai: bool = True) -> dict[str, Any]:
+    """Planner time for one reply of N calls: streamed chunk by chunk vs the same reply in one piece,
+    from a chat model's own `_astream` (any LangChain model: chunks made in process); then, with
+    `chatopenai`, the same reply through the real `ChatOpenAI` client (`bench_streaming_openai`)."""
     from langchain_core.language_models import BaseChatModel
     from langchain_core.outputs import ChatGenerationChunk, ChatResult, ChatGeneration
 
@@ -316,6 +318,8 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 5) -> dict[str, An
     figures["streamed_over_whole_reply"] = figures[f"streamed_planner_ms_{large}"] / figures[f"whole_reply_planner_ms_{large}"]
     # O(N): the cost per call stays flat from N/10 to N calls (1.0 = perfectly linear).
     figures["per_call_growth_10x_calls"] = (figures[f"streamed_planner_ms_{large}"] / large) / (figures[f"streamed_planner_ms_{small}"] / small)
+    if chatopenai:
+        figures.update({f"chatopenai_{k}": v for k, v in (await bench_streaming_openai(n_calls, repeats)).items() if k != "calls"})
     return {"calls": n_calls, **figures}
 
 
@@ -412,7 +416,8 @@ async def bench_streaming_openai(n_calls: int = 1000, repeats: int = 5) -> dict[
     figures.update({f"wire_{k}_ms": v * 1000 for k, v in wire.items()})
     for where in ("in_process", "wire"):
         figures[f"{where}_streamed_over_whole_reply"] = figures[f"{where}_streamed_ms"] / figures[f"{where}_whole_reply_ms"]
-    figures["wire_streamed_over_whole_reply_cpu"] = figures["wire_streamed_cpu_ms"] / figures["wire_whole_reply_cpu_ms"]
+    for where in ("in_process", "wire"):
+        figures[f"{where}_streamed_over_whole_reply_cpu"] = figures[f"{where}_streamed_cpu_ms"] / figures[f"{where}_whole_reply_cpu_ms"]
     return figures
 
 

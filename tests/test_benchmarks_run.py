@@ -22,6 +22,8 @@ def test_quick_benchmark_run_reports_each_figure_against_its_peer_as_json():
     assert {"sync_sqlite_1", "async_sqlite_10"} <= set(results["fan_out"]["points"])
     assert results["validation"]["fastest_peer"] in ("fastjsonschema", "jsonschema_rs", "jsonschema")
     assert results["validation"]["pydantic_us"] > 0 and results["streaming"]["chunks_50"] > 50
+    # the same reply through the real ChatOpenAI client, in process and over the wire from the local server
+    assert results["streaming"]["chatopenai_in_process_streamed_cpu_ms"] > 0 and results["streaming"]["chatopenai_wire_whole_reply_ms"] > 0
     assert results["checkpoints"]["bare_bytes_per_turn"] > 0
     assert "cores" in results["machine"]
 
