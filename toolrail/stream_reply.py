@@ -129,7 +129,18 @@ class CallWatcher:
         fragments = getattr(message, "tool_call_chunks", None)
         if fragments:
             for fragment in fragments:
-                self.add(fragment.get("index", 0), fragment.get("id"), fragment.get("name"), fragment.get("args"))
+                key, args = fragment.get("index", 0), fragment.get("args")
+                call = self.calls.get(key) if key == self.current else None
+                if call is not None and args and not fragment.get("name") and not fragment.get("id"):
+                    call.pieces.append(args)  # the usual fragment: more text for the call being streamed
+                    call.size += len(args)
+                    if call.size > self._max_bytes:
+                        self.too_big = True
+                        return
+                    if "}" in args and not call.done and self.on_complete is not None and call.closed():
+                        self._complete(call)
+                    continue
+                self.add(key, fragment.get("id"), fragment.get("name"), args)
                 if self.too_many or self.too_big:
                     return
         if not self.kept or not isinstance(message, AIMessageChunk) or not isinstance(self.kept[0], AIMessageChunk):
@@ -305,7 +316,7 @@ async def stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableCo
     """Stream the reply (so calls start and text shows as they are generated) under the model
     limits; the watcher assembles it. The guard wraps the chunks however they come (the OpenAI
     SDK's dicts, the model's own `_astream`, or `astream` when something listens)."""
-    chunks = _chunks(model, prompt, config)
+    chunks, generations = _chunks(model, prompt, config)
     got_any = False
     async with StreamGuard(limits, run_deadline) as guard:
         clock = guard.loop.time
@@ -313,6 +324,11 @@ async def stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableCo
             async for item in chunks:
                 if item.__class__ is list:
                     watcher.feed_openai(item)
+                elif generations:  # the model's own `_astream`: what `astream` would make of each
+                    message = item.message
+                    if item.generation_info:  # astream moves it into the message's metadata
+                        message.response_metadata = {**item.generation_info, **message.response_metadata}
+                    watcher.feed(message)
                 else:
                     watcher.feed(item)
                 if watcher.too_many or watcher.too_big:
@@ -335,28 +351,21 @@ async def stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableCo
     return watcher.reply()
 
 
-async def _chunks(model: Any, prompt: list[BaseMessage], config: RunnableConfig) -> AsyncIterator[Any]:
-    """The reply's chunks. When nothing listens to callbacks (no tracing, no token streaming to a
-    client), they come straight from the chat model's own `_astream` (or, for `ChatOpenAI`, from
-    the OpenAI SDK as dicts): `BaseChatModel.astream` merges every chunk once more for
-    `on_llm_end`, with a list merge that is O(fragments × calls) — 1,000 streamed calls cost it
-    ~1 s. Anything listening (LangSmith, `stream_mode="messages"`) gets the ordinary `astream`."""
+def _chunks(model: Any, prompt: list[BaseMessage], config: RunnableConfig) -> tuple[Any, bool]:
+    """The reply's chunks, and whether they are generations (to unwrap). When nothing listens to
+    callbacks (no tracing, no token streaming to a client), they come straight from the chat
+    model's own `_astream` (or, for `ChatOpenAI`, from the OpenAI SDK as dicts):
+    `BaseChatModel.astream` merges every chunk once more for `on_llm_end`, with a list merge
+    that is O(fragments × calls) — 1,000 streamed calls cost it ~1 s. Anything listening
+    (LangSmith, `stream_mode="messages"`) gets the ordinary `astream`, chunk by chunk."""
     direct = _direct_stream(model)
     if direct is None:
-        async for chunk in model.astream(prompt, config):
-            yield chunk
-        return
+        return model.astream(prompt, config), False
     chat, kwargs = direct
     messages = chat._convert_input(prompt).to_messages()
     if _openai_fast_path(chat, kwargs):
-        async for item in _openai_chunks(chat, messages, kwargs):
-            yield item
-        return
-    async for generation in chat._astream(messages, **kwargs):
-        message = generation.message
-        if generation.generation_info:  # what astream moves into the message's metadata
-            message.response_metadata = {**generation.generation_info, **message.response_metadata}
-        yield message
+        return _openai_chunks(chat, messages, kwargs), False
+    return chat._astream(messages, **kwargs), True
 
 
 def _direct_stream(model: Any) -> tuple[BaseChatModel, dict[str, Any]] | None:
