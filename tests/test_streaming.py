@@ -132,3 +132,10 @@ async def test_a_call_with_nested_objects_and_braces_in_its_strings_starts_when_
     assert seen == [tricky]
     assert state["results"][0]["speculative"] is True
     assert started[tricky["key"]] < ended - 0.8, "it started when its JSON closed, not when the stream ended"
+
+
+async def test_a_streamed_reply_read_to_its_end_leaves_the_connection_for_the_next_turn(openai_server):
+    openai_server.script(*trip_script())
+    state = await run(openai_server)
+    assert state["messages"][-1].content == "Light rain in New York; one nonstop flight."
+    assert len(openai_server.peers) == 2 and openai_server.peers[0] == openai_server.peers[1]

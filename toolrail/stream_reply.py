@@ -487,8 +487,9 @@ class _SsePayloads:
         from openai._httpx2 import request_exceptions, timeout_exceptions
 
         response, tail = self.response, b""
+        blocks = response.aiter_bytes()
         try:
-            async for block in response.aiter_bytes():
+            async for block in blocks:
                 data = tail + block if tail else block
                 if b"\r" in data:  # CRLF or CR line ends; a CR at the very end may be half of a CRLF
                     held = data.endswith(b"\r")
@@ -507,6 +508,9 @@ class _SsePayloads:
                         if payload is None:
                             continue  # comments only (keep-alive): not a chunk
                     if payload.startswith(b"[DONE]"):
+                        if response.http_version == "HTTP/1.1":  # read to the end, so the connection is reused (as the SDK does)
+                            async for _ in blocks:
+                                pass
                         return
                     try:
                         chunk = _loads(payload)

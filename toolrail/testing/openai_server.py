@@ -81,6 +81,7 @@ class OpenAICompatibleServer:
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.stream_ended_at: list[float] = []
+        self.peers: list[tuple[str, int]] = []  # each request's client address: one per connection the client kept
         self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -128,6 +129,7 @@ class OpenAICompatibleServer:
                     return self._json(400, {"error": {"message": "request body is not JSON"}})
                 if not self.path.split("?")[0].endswith(server.route):
                     return self._json(404, {"error": {"message": f"no route {self.path}"}})
+                server.peers.append(self.client_address)
                 reply = server._next_reply(body)
                 if reply is None:
                     return self._json(500, server.error_body(500, "the script has no more replies"))
