@@ -31,17 +31,21 @@ def trip_script(line_end: str = "\n") -> list[ScriptedReply]:
 
 
 class Listener(AsyncCallbackHandler):
-    """Any callback handler: with one attached, the planner reads the reply through langchain's `astream`."""
+    """Any callback handler (as LangSmith or `stream_mode="messages"` attach one): it gets every token and the whole reply."""
 
     def __init__(self):
         self.tokens = 0
+        self.replies = []
 
     async def on_llm_new_token(self, token, **kwargs):
         self.tokens += 1
 
+    async def on_llm_end(self, response, **kwargs):
+        self.replies.append(response.generations[0][0].message)
 
-async def run(openai_server, config=CONFIG, **options):
-    graph = build_graph(model=client_for(openai_server), checkpointer=InMemorySaver(), **options)
+
+async def run(openai_server, config=CONFIG, streaming=True, **options):
+    graph = build_graph(model=client_for(openai_server, streaming=streaming), checkpointer=InMemorySaver(), **options)
     return await graph.ainvoke({"messages": [("user", "trip")]}, config)
 
 
@@ -51,21 +55,29 @@ def kept(message) -> dict:
             "usage": message.usage_metadata, "metadata": metadata}
 
 
-async def test_the_fast_read_of_a_chatopenai_stream_keeps_exactly_what_langchains_own_stream_gives(openai_server):
+def usage(state) -> list[tuple]:
+    return [(c["status"], c["model"], c["input_tokens"], c["output_tokens"], c["total_tokens"], c["reported"]) for c in state["model_calls"]]
+
+
+async def test_a_streamed_reply_is_kept_exactly_as_the_same_reply_not_streamed_with_or_without_listeners(openai_server):
+    openai_server.script(*trip_script())
+    not_streamed = await run(openai_server, streaming=False)
     openai_server.script(*trip_script())
     fast = await run(openai_server)
     openai_server.script(*trip_script())
     listener = Listener()
-    through_langchain = await run(openai_server, config={**CONFIG, "callbacks": [listener]})
-    assert listener.tokens > 10  # that run really went through langchain's astream, token by token
-    assert [kept(m) for m in fast["messages"] if m.type == "ai"] == [kept(m) for m in through_langchain["messages"] if m.type == "ai"]
+    listened = await run(openai_server, config={**CONFIG, "callbacks": [listener]})
+    expected = [kept(m) for m in not_streamed["messages"] if m.type == "ai"]
+    assert [kept(m) for m in fast["messages"] if m.type == "ai"] == expected
+    assert [kept(m) for m in listened["messages"] if m.type == "ai"] == expected
     first_turn = next(m for m in fast["messages"] if m.type == "ai")
     assert [c["args"] for c in first_turn.tool_calls] == [WEATHER, FLIGHTS]
-    assert first_turn.response_metadata["finish_reason"] == "tool_calls"
-    assert first_turn.usage_metadata["input_tokens"] == 120
-    assert [(c["input_tokens"], c["output_tokens"]) for c in fast["model_calls"]] == [(120, 30), (10, 10)]
-    assert fast["model_calls"] == [{**c, "started_at": f["started_at"], "duration_s": f["duration_s"]}
-                                   for c, f in zip(through_langchain["model_calls"], fast["model_calls"])]
+    assert first_turn.response_metadata["finish_reason"] == "tool_calls" and first_turn.usage_metadata["input_tokens"] == 120
+    assert usage(fast) == usage(listened) == usage(not_streamed) == [("ok", "scripted-model", 120, 30, 150, True), ("ok", "scripted-model", 10, 10, 20, True)]
+    # the listener saw the reply token by token, and the whole reply (its calls, its usage) at the end
+    assert listener.tokens > 10
+    assert [[c["args"] for c in m.tool_calls] for m in listener.replies] == [[WEATHER, FLIGHTS], []]
+    assert listener.replies[0].usage_metadata["input_tokens"] == 120
 
 
 async def test_token_streaming_to_graph_users_still_gets_every_chunk(openai_server):
@@ -139,3 +151,15 @@ async def test_a_streamed_reply_read_to_its_end_leaves_the_connection_for_the_ne
     state = await run(openai_server)
     assert state["messages"][-1].content == "Light rain in New York; one nonstop flight."
     assert len(openai_server.peers) == 2 and openai_server.peers[0] == openai_server.peers[1]
+
+
+async def test_astream_events_users_get_each_token_and_the_whole_reply_at_the_end(openai_server):
+    openai_server.script(*trip_script())
+    graph = build_graph(model=client_for(openai_server), checkpointer=InMemorySaver())
+    events = [e async for e in graph.astream_events({"messages": [("user", "trip")]}, CONFIG, version="v2")
+              if e["event"] in ("on_chat_model_stream", "on_chat_model_end")]
+    streamed = [e for e in events if e["event"] == "on_chat_model_stream"]
+    ends = [e["data"]["output"] for e in events if e["event"] == "on_chat_model_end"]
+    assert len(streamed) > 10
+    assert [[c["args"] for c in m.tool_calls] for m in ends] == [[WEATHER, FLIGHTS], []]
+    assert ends[1].content == "Light rain in New York; one nonstop flight."

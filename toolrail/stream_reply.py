@@ -316,7 +316,7 @@ async def stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableCo
     """Stream the reply (so calls start and text shows as they are generated) under the model
     limits; the watcher assembles it. The guard wraps the chunks however they come (the OpenAI
     SDK's dicts, the model's own `_astream`, or `astream` when something listens)."""
-    chunks, generations = _chunks(model, prompt, config)
+    chunks, generations = _chunks(model, prompt, config, watcher)
     got_any = False
     async with StreamGuard(limits, run_deadline) as guard:
         clock = guard.loop.time
@@ -351,34 +351,112 @@ async def stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableCo
     return watcher.reply()
 
 
-def _chunks(model: Any, prompt: list[BaseMessage], config: RunnableConfig) -> tuple[Any, bool]:
+def _chunks(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watcher: CallWatcher) -> tuple[Any, bool]:
     """The reply's chunks, and whether they are generations (to unwrap). When nothing listens to
     callbacks (no tracing, no token streaming to a client), they come straight from the chat
-    model's own `_astream` (or, for `ChatOpenAI`, from the OpenAI SDK as dicts):
-    `BaseChatModel.astream` merges every chunk once more for `on_llm_end`, with a list merge
-    that is O(fragments × calls) — 1,000 streamed calls cost it ~1 s. Anything listening
-    (LangSmith, `stream_mode="messages"`) gets the ordinary `astream`, chunk by chunk."""
-    direct = _direct_stream(model)
-    if direct is None:
+    model's own `_astream` (or, for `ChatOpenAI`, from the OpenAI SDK as dicts). When something
+    listens (LangSmith, `stream_mode="messages"`, `astream_events`), `_listened_chunks` gives it
+    every chunk and the callbacks `astream` gives, but the reply it reports at the end is the
+    watcher's: `BaseChatModel.astream` merges all chunks for `on_llm_end` with a list merge that
+    is O(fragments × calls) — 1,000 streamed calls cost it ~1.5 s."""
+    unbound = _unbind(model)
+    if unbound is None:
         return model.astream(prompt, config), False
-    chat, kwargs = direct
-    messages = chat._convert_input(prompt).to_messages()
-    if _openai_fast_path(chat, kwargs):
-        return _openai_chunks(chat, messages, kwargs), False
-    return chat._astream(messages, **kwargs), True
+    chat, kwargs = unbound
+    if chat.rate_limiter is None and not _listening():
+        messages = chat._convert_input(prompt).to_messages()
+        if _openai_fast_path(chat, kwargs):
+            return _openai_chunks(chat, messages, kwargs), False
+        return chat._astream(messages, **kwargs), True
+    if isinstance(model, RunnableBinding) and (model.config or model.config_factories):
+        return model.astream(prompt, config), False  # a bound config of its own: langchain merges it
+    listened = _listened_chunks(chat, kwargs, prompt, config, watcher)
+    return (model.astream(prompt, config), False) if listened is None else (listened, False)
 
 
-def _direct_stream(model: Any) -> tuple[BaseChatModel, dict[str, Any]] | None:
+def _listening() -> bool:
     from toolrail.tools.registry import _traced
 
+    return _traced()
+
+
+def _unbind(model: Any) -> tuple[BaseChatModel, dict[str, Any]] | None:
+    """The chat model and its bound arguments, when its own `_astream` streams this reply."""
     chat, kwargs = (model.bound, dict(model.kwargs)) if isinstance(model, RunnableBinding) else (model, {})
     if not isinstance(chat, BaseChatModel) or type(chat)._astream is BaseChatModel._astream:
         return None
-    if chat.rate_limiter is not None or kwargs.get("ls_structured_output_format") or _traced():
+    if kwargs.get("ls_structured_output_format") or kwargs.get("structured_output_format"):
         return None
     if not chat._should_stream(async_api=True, **{**kwargs, "stream": True}):
         return None  # streaming disabled: astream falls back to one non-streamed reply
     return chat, kwargs
+
+
+_ASTREAM_HELPERS = ("_filter_invocation_params_for_tracing", "_format_for_tracing", "_normalize_messages",
+                    "_gen_info_and_msg_metadata", "_generate_response_from_error", "LC_ID_PREFIX")
+
+
+def _listened_chunks(chat: BaseChatModel, kwargs: dict[str, Any], prompt: list[BaseMessage], config: RunnableConfig,
+                     watcher: CallWatcher) -> AsyncIterator[BaseMessage] | None:
+    """`BaseChatModel.astream`'s callbacks, chunk for chunk (`on_chat_model_start`, a token per
+    chunk, the closing empty chunk, `on_llm_end` / `on_llm_error`), with the watcher's O(N) reply
+    in `on_llm_end`. None when this langchain-core lacks a helper it needs, or the model is not
+    plain (`output_version="v1"`): then `astream` itself is used."""
+    from langchain_core.language_models import chat_models
+
+    if getattr(chat, "output_version", None) == "v1" or not all(hasattr(chat_models, name) for name in _ASTREAM_HELPERS):
+        return None
+    lc = chat_models
+
+    async def chunks() -> AsyncIterator[BaseMessage]:
+        from langchain_core.callbacks import AsyncCallbackManager
+        from langchain_core.outputs import ChatGenerationChunk, LLMResult
+        from langchain_core.runnables.config import ensure_config
+
+        settings = ensure_config(config)
+        messages = chat._convert_input(prompt).to_messages()
+        params = chat._get_invocation_params(stop=None, **kwargs)
+        options = {"stop": None, **{key: params[key] for key in kwargs if key in params}}
+        manager = AsyncCallbackManager.configure(
+            settings.get("callbacks"), chat.callbacks, chat.verbose, settings.get("tags"), chat.tags,
+            {**(settings.get("metadata") or {}), **chat._get_ls_params_with_defaults(stop=None, **kwargs)}, chat.metadata,
+            langsmith_inheritable_metadata=lc._filter_invocation_params_for_tracing(params),
+        )
+        (run,) = await manager.on_chat_model_start(chat._serialized, [lc._format_for_tracing(messages)], invocation_params=params,
+                                                   options=options, name=settings.get("run_name"),
+                                                   run_id=settings.pop("run_id", None), batch_size=1)
+        if chat.rate_limiter:
+            await chat.rate_limiter.aacquire(blocking=True)
+        message_id = "-".join((lc.LC_ID_PREFIX, str(run.run_id)))
+        last = None
+        try:
+            normalized = lc._normalize_messages(messages)
+            source = (_openai_chunks(chat, normalized, kwargs, every_chunk=True) if _openai_fast_path(chat, kwargs)
+                      else chat._astream(normalized, **kwargs))
+            try:
+                async for chunk in source:
+                    if chunk.message.id is None:
+                        chunk.message.id = message_id
+                    chunk.message.response_metadata = lc._gen_info_and_msg_metadata(chunk)
+                    await run.on_llm_new_token(chunk.message.content, chunk=chunk)
+                    last = chunk.message
+                    yield chunk.message
+            finally:
+                await source.aclose()  # a limit that cuts the stream closes the HTTP response now
+            if isinstance(last, AIMessageChunk) and not last.chunk_position:
+                closing = AIMessageChunk(content="" if isinstance(last.content, str) else [], chunk_position="last", id=message_id)
+                await run.on_llm_new_token("", chunk=ChatGenerationChunk(message=closing))
+                yield closing
+        except BaseException as exc:
+            await run.on_llm_error(exc, response=LLMResult(generations=[lc._generate_response_from_error(exc)]))
+            raise
+        if last is None:
+            error = ValueError("No generation chunks were returned")
+            await run.on_llm_error(error, response=LLMResult(generations=[]))
+            raise error
+        await run.on_llm_end(LLMResult(generations=[[ChatGenerationChunk(message=watcher.reply())]]))
+
+    return chunks()
 
 
 def _openai_fast_path(chat: BaseChatModel, kwargs: dict[str, Any]) -> bool:
@@ -398,10 +476,12 @@ def _openai_fast_path(chat: BaseChatModel, kwargs: dict[str, Any]) -> bool:
     return not chat._use_responses_api({**kwargs, **chat.model_kwargs})
 
 
-async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[str, Any], every_chunk: bool = False) -> AsyncIterator[Any]:
     """`BaseChatOpenAI._astream` without an object per chunk: the same request and error
     handling; a chunk that is only tool-call argument text is yielded as its raw `tool_calls`
-    list; every other chunk becomes the message langchain-openai itself makes of it."""
+    list; every other chunk becomes the message langchain-openai itself makes of it. With
+    `every_chunk` (someone listens to each token), every chunk is yielded as langchain-openai's
+    own `ChatGenerationChunk` — what `_astream` gives, without the SDK's object per chunk."""
     import openai
     from openai import AsyncStream
     from langchain_openai.chat_models import base
@@ -418,13 +498,16 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
         try:
             first = True
             async for chunk in stream:
-                if not first and (deltas := _only_arguments(chunk)) is not None:
+                if not first and not every_chunk and (deltas := _only_arguments(chunk)) is not None:
                     yield deltas
                     continue
                 generation = convert(chunk, AIMessageChunk, {})
                 if generation is None:
                     continue
                 first = False
+                if every_chunk:
+                    yield generation
+                    continue
                 message = generation.message
                 if generation.generation_info:
                     message.response_metadata = {**generation.generation_info, **message.response_metadata}
