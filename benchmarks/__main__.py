@@ -126,6 +126,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                         "streamed / the same reply not streamed (planner CPU time)", f"{s['chatopenai_in_process_streamed_over_whole_reply_cpu']:.2f}",
                         f"CPU {s['chatopenai_in_process_streamed_cpu_ms']:.0f} ms vs {s['chatopenai_in_process_whole_reply_cpu_ms']:.0f} ms; "
                         f"wall {s['chatopenai_in_process_streamed_ms']:.0f} ms vs {s['chatopenai_in_process_whole_reply_ms']:.0f} ms"))
+            out.append(("", "streamed with a callback listening (LangSmith, `stream_mode=\"messages\"`) / not streamed (CPU)",
+                        f"{s['chatopenai_in_process_streamed_listened_over_whole_reply_cpu']:.2f}",
+                        f"CPU {s['chatopenai_in_process_streamed_listened_cpu_ms']:.0f} ms: every chunk becomes langchain's message and a callback"))
             out.append((f"streaming: real `ChatOpenAI`, one reply of {n} calls, over the wire (local server in its own process)",
                         "streamed / not streamed (planner wall time; client CPU time)",
                         f"{s['chatopenai_wire_streamed_over_whole_reply']:.2f}; {s['chatopenai_wire_streamed_over_whole_reply_cpu']:.2f}",

@@ -368,17 +368,27 @@ async def _openai_planner_times(base_url: str, n_calls: int, repeats: int, http_
     from toolrail.nodes.planner import make_planner
     from toolrail.speculation import Speculation
 
-    timings: dict[str, list[float]] = {"streamed": [], "whole_reply": [], "streamed_cpu": [], "whole_reply_cpu": []}
+    from langchain_core.callbacks import AsyncCallbackHandler
+
+    class TokenListener(AsyncCallbackHandler):
+        """What LangSmith or `stream_mode="messages"` attach: with it, every chunk goes through the callbacks."""
+
+        async def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+            pass
+
+    kinds = ("streamed", "whole_reply", "streamed_listened")
+    timings: dict[str, list[float]] = {key: [] for kind in kinds for key in (kind, f"{kind}_cpu")}
     state = {"messages": [HumanMessage(PROMPT)]}
     for _ in range(repeats + 1):  # the first round warms the client up and is not counted
-        for name in ("streamed", "whole_reply"):
+        for name in kinds:
             model = ChatOpenAI(model="bench", base_url=base_url, api_key="bench", max_retries=0, timeout=120,
                                disable_streaming=name == "whole_reply", http_async_client=http_client)
             planner = _planner_only(make_planner(model, demo_tools, Speculation(CallExecutor(), enabled=False),
                                                  limits=RunLimits(max_calls_per_turn=max(n_calls, 256))))
             gc.collect()
             wall, cpu = time.perf_counter(), time.process_time()
-            update = await planner.ainvoke(state, {"configurable": {"thread_id": "bench"}})
+            config = {"configurable": {"thread_id": "bench"}, **({"callbacks": [TokenListener()]} if name == "streamed_listened" else {})}
+            update = await planner.ainvoke(state, config)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             assert len(update.get("turn_calls") or []) == n_calls, update.get("failure")
             timings[name].append(wall)
@@ -418,6 +428,7 @@ async def bench_streaming_openai(n_calls: int = 1000, repeats: int = 5) -> dict[
         figures[f"{where}_streamed_over_whole_reply"] = figures[f"{where}_streamed_ms"] / figures[f"{where}_whole_reply_ms"]
     for where in ("in_process", "wire"):
         figures[f"{where}_streamed_over_whole_reply_cpu"] = figures[f"{where}_streamed_cpu_ms"] / figures[f"{where}_whole_reply_cpu_ms"]
+        figures[f"{where}_streamed_listened_over_whole_reply_cpu"] = figures[f"{where}_streamed_listened_cpu_ms"] / figures[f"{where}_whole_reply_cpu_ms"]
     return figures
 
 
