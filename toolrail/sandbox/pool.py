@@ -90,8 +90,10 @@ class SparePool:
         Raises SandboxError when making a spare failed."""
         if self._closed:
             return None
-        if not self.spares and self.error is None and self.spawning and not self.waiting:
-            self.waiting = True  # the spare under way is as fast as a cold start, and cheaper
+        if not self.spares and self.error is None and not self.waiting:
+            # The keeper is making (or about to make) a spare: as fast as a cold start, and a
+            # failure is its error, raised here. One claim waits for it; others start cold.
+            self.waiting = True
             try:
                 self._settled.clear()
                 await self._settled.wait()
