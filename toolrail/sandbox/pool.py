@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 POOL_ENV = "TOOLRAIL_SANDBOX_POOL"
 DEFAULT_POOL_SIZE = 1
 MAX_POOL_SIZE = 16
+REFILL_DELAY_S = 0.02  # after a claim, before the refill starts
 MAX_CONFIGS_PER_LOOP = 4  # configurations with spares at once; the least recently used goes
 
 
@@ -150,6 +151,9 @@ class SparePool:
                         self._settled.set()
                 self._wake.clear()
                 await self._wake.wait()
+                # Let the session that just claimed have the CPU for its first run: a refill
+                # started at once forks this process and boots a jail right beside it.
+                await asyncio.sleep(REFILL_DELAY_S)
         finally:
             self._closed = True
             self._settled.set()
