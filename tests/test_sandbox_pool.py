@@ -87,10 +87,11 @@ async def test_a_session_with_another_configuration_never_gets_a_spare_made_for_
 
 
 async def test_files_given_to_sessions_arrive_after_the_claim_and_stay_in_their_session():
-    await _ready_pool()
     sessions = SandboxSessions(factory=lambda: make_sandbox("local", limits=TEST_LIMITS, pool_size=1),
                                inputs={"data.csv": b"a,b\n1,2\n"}, prewarm=True)
     async with sessions:
+        assert [p.size for p in pools()] == [1]  # entering started the pool (the CLI does this)
+        await pools()[0].ready()
         first = await sessions.get("one")
         assert first.from_pool
         await first.run_to_end("open('only-one.txt', 'w').write('x')")
