@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
@@ -159,6 +160,11 @@ def _partial_marker_length(data: bytes, marker: bytes) -> int:
 # --- one jail process ---------------------------------------------------------------------------
 
 
+# bwrap --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked bwrap ends, not
+# the process: jails are launched from these threads, which live as long as this process.
+_LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="toolrail-jail-launcher")
+
+
 class JailProcess:
     """bwrap, started from a worker thread and reaped by us alone.
 
@@ -186,7 +192,7 @@ class JailProcess:
                 pass_fds=pass_fds, env=env, start_new_session=True, preexec_fn=preexec_fn,
             )
 
-        launching = asyncio.ensure_future(asyncio.to_thread(launch))
+        launching = asyncio.get_running_loop().run_in_executor(_LAUNCHER, launch)
         try:
             popen = await asyncio.shield(launching)
         except asyncio.CancelledError:
