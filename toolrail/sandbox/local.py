@@ -251,6 +251,22 @@ class JailProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
 
+    def kill_namespace(self) -> bool:
+        """SIGKILL the init of the jail's pid namespace (bwrap's child): the kernel then kills
+        every process in the namespace. False when there is none to signal."""
+        if self.popen.returncode is not None:
+            return False
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return False
+        killed = False
+        for child in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                os.kill(int(child), signal.SIGKILL)
+                killed = True
+        return killed
+
     def close_pipes(self) -> None:
         self.stdin.close()
 
@@ -284,6 +300,12 @@ class Interpreter:
     async def kill(self) -> int | None:
         """SIGKILL the jail. Killing bwrap kills the pid namespace and so everything in it."""
         self.alive = False
+        if self.process.kill_namespace():
+            # bwrap exits once the namespace's init is gone, and the kernel lets init go only
+            # after every process of the namespace: then nothing of the jail is left (no cgroup
+            # needed to know it, e.g. without root)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.process.wait(), 2)
         self.process.kill()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.process.wait(), 5)
@@ -441,7 +463,8 @@ class LocalSandbox(Sandbox):
         """A new jail, ready for commands. The blocking parts (cgroup setup, fork, and the
         cgroup join in the child before exec) run in a worker thread, never on the event loop."""
         limits, tag = self.limits, tag or self.session_tag
-        cgroup = await asyncio.to_thread(create_cgroup, limits.max_processes + 2, limits.memory_bytes + self._tmpfs_bytes())
+        cgroup = await asyncio.to_thread(_prepare_launch, self.bwrap, limits.max_processes + 2,
+                                         limits.memory_bytes + self._tmpfs_bytes())
         self._record_mechanisms(cgroup)
         read_fd, write_fd = os.pipe()
         data_fds = _data_fds(self._jail_files())
@@ -800,6 +823,13 @@ class LocalSandbox(Sandbox):
             "file_size": "RLIMIT_FSIZE",
             "output": "host-side cap with truncation marker; run stopped past output_stop_factor",
         }
+
+
+def _prepare_launch(bwrap: str, max_processes: int, memory_bytes: int) -> Cgroup | None:
+    """The blocking steps before a launch, for a worker thread: the cgroup (and, once per
+    process, the sweep of dead runs' cgroups and the probe of bwrap's options)."""
+    _bwrap_supports(bwrap, "--disable-userns")
+    return create_cgroup(max_processes, memory_bytes)
 
 
 @functools.cache
