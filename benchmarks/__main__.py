@@ -32,10 +32,10 @@ def _json_schema_validation() -> dict[str, Any]:
     return bench_json_schema_validation()
 
 
-async def _sandbox() -> dict[str, Any]:
+async def _sandbox(quick: bool = False) -> dict[str, Any]:
     from benchmarks import sandbox_bench
 
-    numbers = await sandbox_bench.measure(runs=20)
+    numbers = await sandbox_bench.measure(runs=3 if quick else 20)
     flat = {f"{kind}_{q}": numbers[kind][q] for kind in sandbox_bench.KINDS for q in ("p50_ms", "p95_ms")}
     ratios = {
         f"{kind}_{q}_over_subprocess": flat[f"{kind}_{q}_ms"] / flat[f"subprocess_{q}_ms"]
@@ -54,7 +54,7 @@ BENCHMARKS = {
     "checkpoints": lambda quick: core.bench_checkpoints(turns=3 if quick else 20),
     "graph_overhead": lambda quick: core.bench_graph_overhead(runs=2 if quick else 20),
     "json_schema_validation": lambda quick: _json_schema_validation(),
-    "sandbox": lambda quick: _sandbox(),
+    "sandbox": lambda quick: _sandbox(quick),
 }
 
 
