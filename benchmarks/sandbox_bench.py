@@ -1,9 +1,15 @@
-"""Sandbox latency next to a plain subprocess, measured in the same run.
+"""Sandbox latency next to its peers, measured side by side in the same run (issue 14, goal 4).
 
-cold: start a new session and get the first output of `print('ready')` (bwrap + interpreter
-      start + one run), against `python -c "print('ready')"` as a subprocess.
-warm: one more `print('ready')` run in an already started session, against the same plain
-      subprocess (the cost a model pays per call once its session exists).
+All figures are start-to-first-output of `print('ready')`, in rounds that take one sample of
+each kind in turn, so machine noise falls on all of them alike:
+
+bare python:  `python -I -c "print('ready')"` of the interpreter the sandbox runs, as a subprocess.
+bare bwrap:   the same command inside `bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc`
+              (bubblewrap with minimal flags: namespaces, no policy, no limits, no driver).
+pooled:       a NEW session while a warm spare jail is ready (the default: pool of 1); the
+              session claims it, so this is claim + first run. The pool refills between samples.
+cold:         a NEW session with the pool off (pool_size=0): cgroup, bwrap, interpreter, driver.
+warm:         one more run in an already started session.
 
 Run: python -m benchmarks.sandbox_bench [--runs N] [--backend local]
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any
@@ -26,6 +33,7 @@ from typing import Any
 from toolrail.sandbox import SandboxLimits, StdoutEvent, make_sandbox
 
 CODE = "print('ready')"
+KINDS = ("subprocess", "bare_bwrap", "pooled", "cold", "warm")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -44,9 +52,9 @@ async def _first_output(sandbox) -> float:
     return first
 
 
-async def _sandbox_cold(backend: str | None) -> float:
+async def _new_session(backend: str | None, pool_size: int) -> float:
     started, first = time.perf_counter(), None
-    sandbox = make_sandbox(backend, limits=SandboxLimits())
+    sandbox = make_sandbox(backend, limits=SandboxLimits(), pool_size=pool_size)
     try:
         async for event in sandbox.run(CODE):
             if first is None and isinstance(event, StdoutEvent):
@@ -57,16 +65,53 @@ async def _sandbox_cold(backend: str | None) -> float:
         await sandbox.close()
 
 
-async def _plain_subprocess() -> float:
-    started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CODE, stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    await process.stdout.readline()
-    elapsed = time.perf_counter() - started
-    await process.wait()
+async def _sandbox_cold(backend: str | None) -> float:
+    return await _new_session(backend, 0)
+
+
+async def _sandbox_pooled(backend: str | None) -> float:
+    """A new session while the pool (size 1) has its spare ready: wait for the refill first."""
+    from toolrail.sandbox.pool import pools
+
+    async def refilled() -> None:
+        make_sandbox(backend, limits=SandboxLimits(), pool_size=1).prewarm()
+        for pool in pools():
+            if pool.size == 1 and pool.template.limits == SandboxLimits():
+                await pool.ready()
+
+    await refilled()
+    elapsed = await _new_session(backend, 1)
+    await refilled()  # the refill must not run beside the next sample (of any kind)
     return elapsed
+
+
+async def _timed_command(argv: list[str]) -> float:
+    """Start-to-first-line of a plain subprocess. Run in a thread like the sandbox's own launch,
+    so neither side pays asyncio's child watcher."""
+    def run() -> float:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE)
+        assert process.stdout is not None
+        process.stdout.readline()
+        elapsed = time.perf_counter() - started
+        process.wait()
+        return elapsed
+
+    return await asyncio.to_thread(run)
+
+
+def _bare_argvs() -> tuple[list[str], list[str]]:
+    from toolrail.sandbox.local import find_bwrap, sandbox_python
+
+    _, python = sandbox_python()
+    bare = [str(python), "-I", "-c", CODE]
+    bwrap = [find_bwrap(), "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev",
+             "--proc", "/proc", "--", *bare]
+    return bare, bwrap
+
+
+async def _plain_subprocess() -> float:
+    return await _timed_command(_bare_argvs()[0])
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -77,24 +122,31 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 async def measure(runs: int = 20, backend: str | None = "local") -> dict[str, Any]:
-    """Latencies in ms: {'cold': {...}, 'warm': {...}, 'subprocess': {...}, 'ratios': {...}}."""
-    plain = [await _plain_subprocess() for _ in range(runs)]
-    cold = [await _sandbox_cold(backend) for _ in range(runs)]
-    async with make_sandbox(backend) as sandbox:
+    """Latencies in ms per kind ({'subprocess', 'bare_bwrap', 'pooled', 'cold', 'warm'}: p50/p95)
+    and 'ratios': each kind over bare python (`X_p50_ms`), and cold over bare bwrap."""
+    bare, bwrap = _bare_argvs()
+    samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    await _sandbox_cold(backend)  # one-time costs of this process (imports, filter build)
+    await _sandbox_pooled(backend)
+    for _ in range(runs):
+        samples["subprocess"].append(await _timed_command(bare))
+        samples["bare_bwrap"].append(await _timed_command(bwrap))
+        samples["pooled"].append(await _sandbox_pooled(backend))
+        samples["cold"].append(await _sandbox_cold(backend))
+    async with make_sandbox(backend, pool_size=0) as sandbox:
         await sandbox.run_to_end("pass")
-        warm = [await _first_output(sandbox) for _ in range(runs)]
-    numbers: dict[str, Any] = {
-        "backend": backend or "default",
-        "runs": runs,
-        "subprocess": _summary(plain),
-        "cold": _summary(cold),
-        "warm": _summary(warm),
-    }
+        samples["warm"] = [await _first_output(sandbox) for _ in range(runs)]
+    from toolrail.sandbox.pool import close_pools
+
+    await close_pools()
+    numbers: dict[str, Any] = {"backend": backend or "default", "runs": runs}
+    numbers.update({kind: _summary(values) for kind, values in samples.items()})
     numbers["ratios"] = {
-        f"{kind}_{q}": round(numbers[kind][q] / numbers["subprocess"][q], 2)
-        for kind in ("cold", "warm")
+        f"{kind}_{q}": round(numbers[kind][q] / numbers["subprocess"][q], 3)
+        for kind in KINDS[1:]
         for q in ("p50_ms", "p95_ms")
     }
+    numbers["ratios"]["cold_over_bare_bwrap_p50_ms"] = round(numbers["cold"]["p50_ms"] / numbers["bare_bwrap"]["p50_ms"], 3)
     return numbers
 
 
@@ -103,20 +155,16 @@ def render(numbers: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"Sandbox latency ({numbers['backend']}, {numbers['runs']} runs, time to first output)")
-    for column in ("", "p50 ms", "p95 ms", "x subprocess p50", "x subprocess p95"):
+    for column in ("", "p50 ms", "p95 ms", "x bare python p50", "x bare python p95"):
         table.add_column(column, justify="right" if column else "left")
-    base = numbers["subprocess"]
-    table.add_row("plain `python -c` subprocess", f"{base['p50_ms']:.1f}", f"{base['p95_ms']:.1f}", "1.00", "1.00")
-    for kind, label in (("cold", "sandbox cold start"), ("warm", "sandbox warm call")):
+    labels = {"subprocess": "bare `python -I -c`", "bare_bwrap": "bare bwrap (minimal flags) + python",
+              "pooled": "sandbox new session, spare ready (pool on)", "cold": "sandbox new session, pool off",
+              "warm": "sandbox call in a live session"}
+    for kind in KINDS:
         row = numbers[kind]
-        ratios = numbers["ratios"]
-        table.add_row(
-            label,
-            f"{row['p50_ms']:.1f}",
-            f"{row['p95_ms']:.1f}",
-            f"{ratios[f'{kind}_p50_ms']:.2f}",
-            f"{ratios[f'{kind}_p95_ms']:.2f}",
-        )
+        ratios = numbers["ratios"] if kind != "subprocess" else {f"{kind}_p50_ms": 1.0, f"{kind}_p95_ms": 1.0}
+        table.add_row(labels[kind], f"{row['p50_ms']:.2f}", f"{row['p95_ms']:.2f}",
+                      f"{ratios[f'{kind}_p50_ms']:.2f}", f"{ratios[f'{kind}_p95_ms']:.2f}")
     Console().print(table)
 
 
@@ -162,7 +210,7 @@ def _probe(python: str, tree: str, runs: int) -> dict[str, list[float]]:
     import subprocess
 
     done = subprocess.run([python, "-c", PROBE, str(runs)], cwd=tree, capture_output=True, text=True,
-                          env={**__import__("os").environ, "PYTHONPATH": tree}, timeout=600)
+                          env={**__import__("os").environ, "PYTHONPATH": tree, "TOOLRAIL_SANDBOX_POOL": "0"}, timeout=600)
     if done.returncode != 0:
         raise SystemExit(f"sandbox_bench: the probe failed in {tree}: {done.stderr.strip()[-400:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

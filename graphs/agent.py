@@ -30,6 +30,7 @@ what the turn limit allows, so a run ends with `failure.reason == "turn_limit"` 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -57,6 +58,8 @@ from toolrail.nodes.planner import DEFAULT_SYSTEM_PROMPT, make_planner
 from toolrail.nodes.tools import make_tool_runner
 from toolrail.nodes.validate import make_route_after_validate, make_validate
 from toolrail.nodes.sandbox import make_sandbox_node
+from toolrail.sandbox import SandboxError, make_sandbox
+from toolrail.sandbox.pool import resolve_pool_size
 from toolrail.sandbox.sessions import SandboxSessions
 from toolrail.speculation import Speculation
 from toolrail.state import AgentState
@@ -111,6 +114,7 @@ def build_graph(
     max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
     max_argument_depth: int = DEFAULT_MAX_ARGUMENT_DEPTH,
     rebuild_sandbox: bool = True,
+    sandbox_pool: int | None = None,
 ):
     """The agent graph. `model` is any LangChain chat model that binds tools.
 
@@ -124,6 +128,8 @@ def build_graph(
     `requires_approval` (see toolrail.approval); `parallel=False` runs every call of a turn one
     after another in the model's order. Approval needs a checkpointer (LangGraph interrupts).
     `store` is what tools declaring `InjectedStore` receive (and `get_store()` returns).
+    `sandbox_pool`: spare local jails kept ready when the graph makes its own sandbox sessions
+    (default $TOOLRAIL_SANDBOX_POOL or 1; 0 = off); with `sandboxes`, their factory decides.
     """
     tools = DEFAULT_TOOLS if tools is None else tools
     model = default_model() if model is None else model
@@ -161,7 +167,14 @@ def build_graph(
 
     executors = ["tools"]
     if any(tool.target == "sandbox" for tool in tools):
-        runners["sandbox"] = make_sandbox_node(sandboxes or SandboxSessions(), ledger)
+        if sandboxes is None:
+            try:
+                if sandbox_pool is not None:
+                    resolve_pool_size(sandbox_pool)  # a bad size fails here, not at the first call
+            except SandboxError as exc:
+                raise ValueError(f"sandbox_pool: {exc}") from None
+            sandboxes = SandboxSessions(factory=functools.partial(make_sandbox, pool_size=sandbox_pool))
+        runners["sandbox"] = make_sandbox_node(sandboxes, ledger)
         builder.add_node("sandbox", runners["sandbox"])
         executors.append("sandbox")
     builder.add_node("approve", make_approve(tools))

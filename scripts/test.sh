@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need on a fresh machine, then runs them.
-# The sandbox security suite runs twice: as the user running this (root on CI) and, when that is
+# The sandbox security suite (and the warm pool's) runs twice: as the user running this (root on CI) and, when that is
 # root, again as an unprivileged user created for the purpose.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +38,6 @@ if [ "$(id -u)" = 0 ] && [ -z "${TOOLRAIL_SKIP_UNPRIVILEGED_SUITE:-}" ]; then
   chmod 755 "$copy"
   echo "--- sandbox security suite as unprivileged user $user ($(id -u "$user")) ---"
   (cd "$copy" && runuser -u "$user" -- env HOME="$copy" TMPDIR="$copy/tmp" sh -c \
-    'mkdir -p "$TMPDIR" && exec .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_sandbox_security.py') || status=$?
+    'mkdir -p "$TMPDIR" && exec .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_sandbox_security.py tests/test_sandbox_pool.py') || status=$?
 fi
 exit $status

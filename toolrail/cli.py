@@ -61,6 +61,18 @@ def _db_location(text: str) -> str:
     return text
 
 
+def _pool_size(text: str) -> int:
+    from toolrail.sandbox.pool import MAX_POOL_SIZE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_POOL_SIZE:
+        raise argparse.ArgumentTypeError(f"{value} is not from 0 (off) to {MAX_POOL_SIZE}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
@@ -105,6 +117,8 @@ def _graph_options() -> argparse.ArgumentParser:
     options.add_argument("--sandbox-uid", metavar="UID[:GID]", default=None,
                          help="host uid the local sandbox runs as when toolrail is root (default: TOOLRAIL_SANDBOX_HOST_UID or 65534)")
     options.add_argument("--sandbox", choices=["local", "e2b"], help="sandbox backend (default: TOOLRAIL_SANDBOX or local)")
+    options.add_argument("--sandbox-pool", type=_pool_size, default=None, metavar="N",
+                         help="spare local sandbox jails kept started for new sessions (default: TOOLRAIL_SANDBOX_POOL or 1; 0 = off)")
     options.add_argument("--tools", action="append", default=[], metavar="MODULE:NAME", help="also offer the tools of this ToolRegistry (repeatable)")
     options.add_argument("--approve-tools", action="append", default=[], metavar="NAMES",
                          help="a person approves calls of these tools (comma-separated, repeatable; 'all' or 'side_effects') before they run")
@@ -247,8 +261,8 @@ async def open_graph(args: argparse.Namespace, prompt: str) -> AsyncIterator[tup
     location = checkpoint_location(args.db)
     budget = {k: v for k, v in (("out_max_bytes", args.out_max_bytes), ("out_max_files", args.out_max_files)) if v}
     sessions = SandboxSessions(
-        factory=lambda: make_sandbox(args.sandbox), inputs=_input_files(args.file, model), output_dir=Path(args.out),
-        **budget,
+        factory=lambda: make_sandbox(args.sandbox, pool_size=args.sandbox_pool), inputs=_input_files(args.file, model),
+        output_dir=Path(args.out), prewarm=True, **budget,
     )
     async with open_checkpointer(location) as checkpointer, sessions, _offered_tools(args) as tools:
         approval = _approval(args.approve_tools, tools)
@@ -521,8 +535,10 @@ def _check_sandbox_settings(args: argparse.Namespace) -> None:
             make_sandbox("e2b")  # checks the SDK and the key; connects only on first use
         else:
             from toolrail.sandbox.policy import host_identity
+            from toolrail.sandbox.pool import resolve_pool_size
 
             host_identity()  # a bad --sandbox-uid fails here, not mid-run
+            resolve_pool_size(args.sandbox_pool)  # and a bad TOOLRAIL_SANDBOX_POOL
     except ValueError as exc:
         raise CliError(f"--sandbox-uid: {exc}") from None
     except SandboxError as exc:

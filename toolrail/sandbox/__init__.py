@@ -49,13 +49,17 @@ def backend_name(backend: str | None = None) -> str:
     return name
 
 
-def make_sandbox(backend: str | None = None, limits: SandboxLimits | None = None, **options) -> Sandbox:
-    """A new, not yet started session on `backend` (default: $TOOLRAIL_SANDBOX or 'local')."""
+def make_sandbox(backend: str | None = None, limits: SandboxLimits | None = None, *,
+                 pool_size: int | None = None, **options) -> Sandbox:
+    """A new, not yet started session on `backend` (default: $TOOLRAIL_SANDBOX or 'local').
+
+    `pool_size`: spare jails the local backend keeps ready (default $TOOLRAIL_SANDBOX_POOL or 1;
+    0 = off; see toolrail/sandbox/pool.py). E2B sandboxes are remote: it does not apply."""
     name = backend_name(backend)
     if name == "local":
         from toolrail.sandbox.local import LocalSandbox
 
-        return LocalSandbox(limits, **options)
+        return LocalSandbox(limits, pool_size=pool_size, **options)
     if name == "e2b":
         from toolrail.sandbox.e2b import E2BSandbox
 

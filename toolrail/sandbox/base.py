@@ -158,6 +158,10 @@ class Sandbox(abc.ABC):
     async def start(self) -> None:
         """Start the sandbox (idempotent). `run` starts it lazily too."""
 
+    def prewarm(self) -> None:
+        """Get ready for sessions like this one ahead of time (the local backend fills its pool
+        of spare jails in the background). Default: nothing to do."""
+
     @abc.abstractmethod
     def run(self, code: str, *, timeout: float | None = None) -> AsyncIterator[SandboxEvent]:
         """Run one cell; yield stdout/stderr events live, then exactly one DoneEvent."""

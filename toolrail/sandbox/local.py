@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
@@ -156,18 +157,133 @@ def _partial_marker_length(data: bytes, marker: bytes) -> int:
     return 0
 
 
+# --- one jail process ---------------------------------------------------------------------------
+
+
+# bwrap --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked bwrap ends, not
+# the process: jails are launched from these threads, which live as long as this process.
+_LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="toolrail-jail-launcher")
+
+
+class JailProcess:
+    """bwrap, started from a worker thread and reaped by us alone.
+
+    Why not asyncio.create_subprocess_exec: it forks on the event-loop thread and waits there
+    until exec, which includes our preexec_fn (rlimits, uid drop and, mostly, the cgroup join:
+    ~10 ms on cgroup v1); a pool refilling in the background would stall every other task that
+    long. And its child watcher reaps in a thread of its own, racing Popen.send_signal's own
+    waitpid: the source of asyncio's "Unknown child process pid ..., will report returncode
+    255" warnings. Here Popen runs in a thread, the exit is seen through a pidfd on the loop,
+    and only Popen.poll() ever reaps, so the pid stays ours until we have the exit status."""
+
+    def __init__(self, popen: subprocess.Popen, stdin: asyncio.StreamWriter,
+                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader):
+        self.popen, self.stdin, self.stdout, self.stderr = popen, stdin, stdout, stderr
+        self.pid = popen.pid
+        self._exited = asyncio.get_running_loop().create_future()
+        self._pidfd: int | None = None
+
+    @classmethod
+    async def start(cls, argv: list[str], *, pass_fds: tuple[int, ...], env: dict[str, str],
+                    preexec_fn: Any) -> JailProcess:
+        def launch() -> subprocess.Popen:
+            return subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+                pass_fds=pass_fds, env=env, start_new_session=True, preexec_fn=preexec_fn,
+            )
+
+        launching = asyncio.get_running_loop().run_in_executor(_LAUNCHER, launch)
+        try:
+            popen = await asyncio.shield(launching)
+        except asyncio.CancelledError:
+            # The fork may be under way with our fds: let it finish, then kill what it started.
+            with contextlib.suppress(BaseException):
+                late = await launching
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(late.pid, signal.SIGKILL)
+                await asyncio.to_thread(late.wait)
+            raise
+        loop = asyncio.get_running_loop()
+        try:
+            stdout = asyncio.StreamReader(limit=READ_CHUNK)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), popen.stdout)
+            stderr = asyncio.StreamReader(limit=READ_CHUNK)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stderr), popen.stderr)
+            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, popen.stdin)
+            stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+            process = cls(popen, stdin, stdout, stderr)
+            process._watch_exit()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            await asyncio.to_thread(popen.wait)
+            raise
+        return process
+
+    def _watch_exit(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._pidfd = os.pidfd_open(self.pid)  # the child is not reaped yet: this pid is ours
+        loop.add_reader(self._pidfd, self._on_exit)
+        self._on_exit()  # it may already be gone
+
+    def _on_exit(self) -> None:
+        if self.popen.poll() is None or self._exited.done():
+            return
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._exited.set_result(self.popen.returncode)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        """SIGKILL bwrap's process group: killing bwrap ends the pid namespace, so everything in
+        it. Only a signal: the exit is collected by the pidfd watch, never by a second waitpid."""
+        if self.popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def kill_namespace(self) -> bool:
+        """SIGKILL the init of the jail's pid namespace (bwrap's child): the kernel then kills
+        every process in the namespace. False when there is none to signal."""
+        if self.popen.returncode is not None:
+            return False
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return False
+        killed = False
+        for child in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                os.kill(int(child), signal.SIGKILL)
+                killed = True
+        return killed
+
+    def close_pipes(self) -> None:
+        self.stdin.close()
+
+
 # --- one interpreter process -------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # one object per jail: hashed by identity (the pool keeps sets of them)
 class Interpreter:
     """A running bwrap + driver pair and the tasks that pump its pipes into one queue."""
 
-    process: asyncio.subprocess.Process
+    process: JailProcess
     events: asyncio.StreamReader
     queue: asyncio.Queue
     cgroup: Cgroup | None
     key: str = ""
+    tag: str = ""  # the session tag on the driver's command line
     pumps: list[asyncio.Task] = field(default_factory=list)
     alive: bool = True
     oom_kills_at_start: int = 0
@@ -184,14 +300,25 @@ class Interpreter:
     async def kill(self) -> int | None:
         """SIGKILL the jail. Killing bwrap kills the pid namespace and so everything in it."""
         self.alive = False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
+        if self.process.kill_namespace():
+            # bwrap exits once the namespace's init is gone, and the kernel lets init go only
+            # after every process of the namespace: then nothing of the jail is left (no cgroup
+            # needed to know it, e.g. without root)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.process.wait(), 2)
+        self.process.kill()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.process.wait(), 5)
+        self.process.close_pipes()
         await asyncio.to_thread(self.cleanup)
         return self.process.returncode
+
+    def kill_now(self) -> None:
+        """Synchronous last resort (interpreter exit without a running loop): SIGKILL the jail
+        and remove its cgroup; the kernel reaps what our exit orphans."""
+        self.alive = False
+        self.process.kill()
+        self.cleanup()
 
     async def items_until(self, deadline: float) -> AsyncIterator[tuple[str, Any]]:
         """What the pumps deliver, until `deadline` passes or the driver exits or talks garbage."""
@@ -252,8 +379,14 @@ class LocalSandbox(Sandbox):
 
     backend = "local"
 
-    def __init__(self, limits: SandboxLimits | None = None, host_uid: str | None = None):
+    def __init__(self, limits: SandboxLimits | None = None, host_uid: str | None = None,
+                 pool_size: int | None = None):
         super().__init__(limits)
+        from toolrail.sandbox.pool import resolve_pool_size
+
+        # spare jails kept ready for sessions of this configuration (0: every start is cold)
+        self.pool_size = resolve_pool_size(pool_size)
+        self.from_pool = False  # this session's first interpreter was a claimed spare
         self.bwrap = find_bwrap()
         self.python_prefix, self.python = sandbox_python()
         try:
@@ -270,12 +403,30 @@ class LocalSandbox(Sandbox):
         self._last_used = time.monotonic()
         self._idle_watch: asyncio.Task | None = None
         self._closed = False
+        self._started_once = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         async with self._lock:
             await self._ensure_interpreter()
+
+    def _template(self) -> LocalSandbox:
+        """A pool-less copy that makes spares with this session's configuration (and no state)."""
+        template = object.__new__(LocalSandbox)
+        Sandbox.__init__(template, self.limits)
+        template.bwrap, template.python_prefix, template.python = self.bwrap, self.python_prefix, self.python
+        template.identity, template.session_tag, template.mechanisms = self.identity, self.session_tag, {}
+        template.pool_size = 0
+        return template
+
+    def prewarm(self) -> None:
+        """Start filling the spare-jail pool for this configuration now (in the background), so
+        the first session does not wait for a cold start. No-op when the pool is off."""
+        if self.pool_size:
+            from toolrail.sandbox.pool import pool_for
+
+            pool_for(self)
 
     async def close(self) -> None:
         self._closed = True
@@ -293,30 +444,37 @@ class LocalSandbox(Sandbox):
             raise SandboxError("this sandbox session is closed")
         if self._interpreter is not None and self._interpreter.alive:
             return self._interpreter, False
-        self._interpreter = await self._spawn()
+        spare = None
+        if self.pool_size and not self._started_once:
+            from toolrail.sandbox.pool import pool_for
+
+            spare = await pool_for(self).claim()
+        self._started_once = True
+        if spare is not None:  # made with exactly this session's configuration (pool.config_key)
+            self.session_tag, self.from_pool = spare.tag, True
+            self._record_mechanisms(spare.cgroup)
+        self._interpreter = spare or await self._spawn()
         self._last_used = time.monotonic()
         if self._idle_watch is None:
             self._idle_watch = asyncio.create_task(self._watch_idle())
         return self._interpreter, self._lost_reason is not None
 
-    async def _spawn(self) -> Interpreter:
-        limits = self.limits
-        cgroup = create_cgroup(limits.max_processes + 2, limits.memory_bytes + self._tmpfs_bytes())
+    async def _spawn(self, tag: str | None = None) -> Interpreter:
+        """A new jail, ready for commands. The blocking parts (cgroup setup, fork, and the
+        cgroup join in the child before exec) run in a worker thread, never on the event loop."""
+        limits, tag = self.limits, tag or self.session_tag
+        cgroup = await asyncio.to_thread(_prepare_launch, self.bwrap, limits.max_processes + 2,
+                                         limits.memory_bytes + self._tmpfs_bytes())
         self._record_mechanisms(cgroup)
         read_fd, write_fd = os.pipe()
         data_fds = _data_fds(self._jail_files())
         key = secrets.token_hex(16)
         try:
-            process = await asyncio.create_subprocess_exec(
-                *self._bwrap_argv(data_fds, write_fd),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            process = await JailProcess.start(
+                self._bwrap_argv(data_fds, write_fd, tag),
                 pass_fds=(write_fd, *data_fds.values()),
                 env=_launch_environment(),
-                start_new_session=True,
                 preexec_fn=_limit_launch(limits, cgroup, self.identity, self.python_prefix),
-                limit=READ_CHUNK,
             )
         except BaseException as exc:
             os.close(read_fd)
@@ -330,19 +488,24 @@ class LocalSandbox(Sandbox):
             os.close(write_fd)
             for fd in data_fds.values():
                 os.close(fd)
-        events = await _stream_reader(read_fd)
         queue: asyncio.Queue = asyncio.Queue(maxsize=256)
-        interpreter = Interpreter(process, events, queue, cgroup, key)
-        interpreter.oom_kills_at_start = cgroup.oom_kills() if cgroup else 0
-        assert process.stdout is not None and process.stderr is not None
-        interpreter.pumps = [
-            asyncio.create_task(_pump_stream(process.stdout, "stdout", queue)),
-            asyncio.create_task(_pump_stream(process.stderr, "stderr", queue)),
-            asyncio.create_task(_pump_events(events, queue, self._max_frame(), key)),
-        ]
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await interpreter.send({"op": "hello", "key": key})
-        await self._await_ready(interpreter)
+        interpreter = Interpreter(process, None, queue, cgroup, key, tag)  # type: ignore[arg-type]
+        try:
+            interpreter.events = await _stream_reader(read_fd)
+            interpreter.oom_kills_at_start = cgroup.oom_kills() if cgroup else 0
+            interpreter.pumps = [
+                asyncio.create_task(_pump_stream(process.stdout, "stdout", queue)),
+                asyncio.create_task(_pump_stream(process.stderr, "stderr", queue)),
+                asyncio.create_task(_pump_events(interpreter.events, queue, self._max_frame(), key)),
+            ]
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await interpreter.send({"op": "hello", "key": key})
+            await self._await_ready(interpreter)
+        except BaseException:
+            if interpreter.alive:  # cancelled or failed half-way: nothing may outlive us
+                await asyncio.shield(interpreter.kill())
+                interpreter.stop_pumps()
+            raise
         return interpreter
 
     def _jail_files(self) -> dict[str, bytes]:
@@ -598,7 +761,7 @@ class LocalSandbox(Sandbox):
     def _max_frame(self) -> int:
         return self.limits.scratch_bytes * 4 // 3 + (1 << 20) + self.limits.max_output_bytes
 
-    def _bwrap_argv(self, data_fds: dict[str, int], event_fd: int) -> list[str]:
+    def _bwrap_argv(self, data_fds: dict[str, int], event_fd: int, tag: str | None = None) -> list[str]:
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
         argv += ["--cap-drop", "ALL"]
         if _bwrap_supports(self.bwrap, "--disable-userns"):  # bwrap >= 0.8: no nested userns
@@ -621,7 +784,7 @@ class LocalSandbox(Sandbox):
             argv += ["--setenv", key, value]
         # session_tag: a public random name on the driver's command line, so this session's
         # processes can be told from other sessions' on the same host (tests, operators).
-        return argv + ["--", str(self.python), "-u", "-I", "-B", DRIVER_IN_SANDBOX, str(event_fd), self.session_tag]
+        return argv + ["--", str(self.python), "-u", "-I", "-B", DRIVER_IN_SANDBOX, str(event_fd), tag or self.session_tag]
 
     def _environment(self) -> dict[str, str]:
         return {
@@ -660,6 +823,13 @@ class LocalSandbox(Sandbox):
             "file_size": "RLIMIT_FSIZE",
             "output": "host-side cap with truncation marker; run stopped past output_stop_factor",
         }
+
+
+def _prepare_launch(bwrap: str, max_processes: int, memory_bytes: int) -> Cgroup | None:
+    """The blocking steps before a launch, for a worker thread: the cgroup (and, once per
+    process, the sweep of dead runs' cgroups and the probe of bwrap's options)."""
+    _bwrap_supports(bwrap, "--disable-userns")
+    return create_cgroup(max_processes, memory_bytes)
 
 
 @functools.cache

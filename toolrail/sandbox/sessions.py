@@ -30,8 +30,12 @@ class SandboxSessions:
         output_dir: Path | None = None,
         out_max_bytes: int = DEFAULT_OUT_MAX_BYTES,
         out_max_files: int = DEFAULT_OUT_MAX_FILES,
+        prewarm: bool = False,
     ):
+        """`prewarm`: on entering (`async with`), have the backend get ready for the first
+        session now (the local backend starts a spare jail in the background)."""
         self.factory, self.inputs, self.output_dir = factory, dict(inputs or {}), output_dir
+        self.prewarm = prewarm
         self.out_max_bytes, self.out_max_files = out_max_bytes, out_max_files
         self._sessions: dict[str, Sandbox] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -103,6 +107,11 @@ class SandboxSessions:
                 await sandbox.close()
 
     async def __aenter__(self) -> "SandboxSessions":
+        if self.prewarm:
+            try:
+                self.factory().prewarm()
+            except SandboxError:
+                pass  # only a head start: the first session reports what is wrong, in its result
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
