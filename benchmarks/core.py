@@ -336,9 +336,15 @@ def _planner_only(planner: Any) -> Any:
 CITIES = ("Chicago", "New York", "San Francisco")
 
 
-async def bench_checkpoints(turns: int = 20, calls_per_turn: int = 2) -> dict[str, Any]:
-    """Bytes each turn adds to the SQLite checkpoint file's tables, toolrail vs bare LangGraph,
-    for the same conversation (a user message, the calls, their results, an answer, per turn)."""
+async def bench_checkpoints(turns: int = 50, calls_per_turn: int = 2, repeats: int = 3, window: int = 3) -> dict[str, Any]:
+    """Bytes each turn adds to the SQLite checkpoint file, toolrail vs bare LangGraph, for the same
+    conversation (a user message, the calls, their results, an answer, per turn), and how a
+    turn's time grows: the median of turns 1..`window` against the median of the last `window`.
+
+    Both graphs run side by side, a turn of one then the same turn of the other, after a short
+    warm-up thread each (so turn 1 is not also the process's first run); only the measured
+    thread's rows count. toolrail's own records (result journal, side-effect ledger) count too.
+    Each figure is the median over `repeats` whole conversations."""
     import sqlite3
 
     script = []
@@ -347,33 +353,51 @@ async def bench_checkpoints(turns: int = 20, calls_per_turn: int = 2) -> dict[st
             RecordedCall(id=f"t{t}c{i}", name="get_weather", arguments=json.dumps({"location": CITIES[(t + i) % 3]}))
             for i in range(calls_per_turn)]))
         script.append(RecordedTurn(content=f"Answer {t}: " + "the weather is fine. " * 5))
-    figures: dict[str, Any] = {"turns": turns, "calls_per_turn": calls_per_turn}
+    warm_up = script[:2]
+    names = ("toolrail", "bare")
+    figures: dict[str, Any] = {"turns": turns, "calls_per_turn": calls_per_turn, "repeats": repeats, "window": window}
+    per_repeat: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name in ("toolrail", "bare"):
-            path = Path(folder) / f"{name}.sqlite"
-            per_turn_s = []
-            async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-                ledger = SqliteSideEffectLedger(Path(folder) / f"{name}-ledger.sqlite") if name == "toolrail" else None
-                if name == "toolrail":
-                    graph = build_graph(model=scripted_model(script), tools=demo_tools, checkpointer=saver, speculative=False, ledger=ledger)
-                else:
-                    graph = bare_graph(scripted_model(script), [demo_tools.get("get_weather").runnable], saver)
-                config = {"configurable": {"thread_id": "conversation"}}
+        for r in range(repeats):
+            paths = {name: Path(folder) / f"{name}-{r}.sqlite" for name in names}
+            ledger_path = Path(folder) / f"toolrail-{r}-ledger.sqlite"
+            per_turn_s: dict[str, list[float]] = {name: [] for name in names}
+            async with AsyncSqliteSaver.from_conn_string(str(paths["toolrail"])) as ours, \
+                    AsyncSqliteSaver.from_conn_string(str(paths["bare"])) as theirs:
+                def graphs(turn_script: list) -> dict[str, Any]:
+                    return {
+                        "toolrail": build_graph(model=scripted_model(turn_script), tools=demo_tools, checkpointer=ours, speculative=False,
+                                                ledger=SqliteSideEffectLedger(ledger_path)),
+                        "bare": bare_graph(scripted_model(turn_script), [demo_tools.get("get_weather").runnable], theirs),
+                    }
+                for name, graph in graphs(warm_up).items():
+                    await graph.ainvoke({"messages": [HumanMessage(PROMPT)]}, {"configurable": {"thread_id": "warm-up"}})
+                measured = graphs(script)
                 for t in range(turns):
                     text = PROMPT if t == 0 else f"and then {t}"
-                    start = time.perf_counter()
-                    await graph.ainvoke({"messages": [HumanMessage(text)]}, config)
-                    per_turn_s.append(time.perf_counter() - start)
-            with sqlite3.connect(path) as db:
-                size = sum(db.execute(f"SELECT coalesce(sum(length(checkpoint)) + sum(length(metadata)), 0) FROM checkpoints").fetchone())
-                size += db.execute("SELECT coalesce(sum(length(value)), 0) FROM writes").fetchone()[0]
-            if name == "toolrail":  # toolrail's own records count too
-                with sqlite3.connect(Path(folder) / f"{name}-ledger.sqlite") as db:
-                    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'toolrail_call_results'").fetchone():
-                        size += sum(len(str(value)) for row in db.execute("SELECT * FROM toolrail_call_results") for value in row)
-            figures[f"{name}_bytes_per_turn"] = size / turns
-            first, last = statistics.mean(per_turn_s[1:4]), statistics.mean(per_turn_s[-3:])
-            figures[f"{name}_last_turns_over_first_turns_s"] = last / first
+                    for name in (names if t % 2 == 0 else names[::-1]):  # alternate who goes first
+                        gc.collect()
+                        start = time.perf_counter()
+                        await measured[name].ainvoke({"messages": [HumanMessage(text)]}, {"configurable": {"thread_id": "conversation"}})
+                        per_turn_s[name].append(time.perf_counter() - start)
+            for name in names:
+                with sqlite3.connect(paths[name]) as db:
+                    size = sum(db.execute("SELECT coalesce(sum(length(checkpoint)), 0) + coalesce(sum(length(metadata)), 0) FROM checkpoints"
+                                          " WHERE thread_id = 'conversation'").fetchone())
+                    size += db.execute("SELECT coalesce(sum(length(value)), 0) FROM writes WHERE thread_id = 'conversation'").fetchone()[0]
+                if name == "toolrail":  # toolrail's own records count too
+                    with sqlite3.connect(ledger_path) as db:
+                        for table, key in (("toolrail_call_results", "scope"), ("toolrail_call_ledger", "thread")):
+                            if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+                                size += sum(len(str(value)) for row in db.execute(f"SELECT * FROM {table} WHERE {key} LIKE 'conversation%'")
+                                            for value in row)
+                per_repeat.setdefault(f"{name}_bytes_per_turn", []).append(size / turns)
+                per_repeat.setdefault(f"{name}_first_turns_ms", []).extend(x * 1000 for x in per_turn_s[name][:window])
+                per_repeat.setdefault(f"{name}_last_turns_ms", []).extend(x * 1000 for x in per_turn_s[name][-window:])
+    for key, values in per_repeat.items():  # medians over every repeat's turns (pooled), so the ratio is of the figures shown
+        figures[key] = statistics.median(values)
+    for name in names:
+        figures[f"{name}_last_turns_over_first_turns_s"] = figures[f"{name}_last_turns_ms"] / figures[f"{name}_first_turns_ms"]
     figures["toolrail_over_bare_bytes_per_turn"] = figures["toolrail_bytes_per_turn"] / figures["bare_bytes_per_turn"]
     return figures
 

@@ -123,37 +123,39 @@ def append_records(records: list[Any], writes: list[list[Any]]) -> list[Any]:
 
 
 # The thread-long channels (the conversation and toolrail's records of it) are LangGraph
-# `DeltaChannel`s: a checkpoint stores only what its step wrote, plus a full snapshot every
-# `SNAPSHOT_EVERY` updates, instead of the whole list in every checkpoint. A thread's checkpoints
-# then grow with what was said, not with (turns x steps), and a turn costs the same at turn 50 as
-# at turn 1. Values read back (state, get_state_history, replay, fork) are the same lists.
-SNAPSHOT_EVERY = 100
+# `DeltaChannel`s: a checkpoint stores only what its step wrote, plus a full snapshot of the list
+# every few turns, instead of the whole list in every checkpoint. A thread's checkpoints then grow
+# with what was said, not with (turns x steps). Reading the state back walks the checkpoints since
+# each channel's latest snapshot, so every channel snapshots about every `TURNS_PER_SNAPSHOT`
+# turns (its writes per turn times that): the walk, and a turn's cost, stay bounded however long
+# the thread gets. Values read back (state, get_state_history, replay, fork) are the same lists.
+TURNS_PER_SNAPSHOT = 5
 
 
-def _records(snapshot_frequency: int = SNAPSHOT_EVERY) -> DeltaChannel:
-    return DeltaChannel(append_records, snapshot_frequency=snapshot_frequency)
+def _delta(reducer: Any, writes_per_turn: int) -> DeltaChannel:
+    return DeltaChannel(reducer, snapshot_frequency=writes_per_turn * TURNS_PER_SNAPSHOT)
 
 
 class AgentState(TypedDict, total=False):
-    messages: Annotated[list[AnyMessage], DeltaChannel(_messages_delta_reducer, snapshot_frequency=SNAPSHOT_EVERY)]
+    messages: Annotated[list[AnyMessage], _delta(_messages_delta_reducer, 4)]  # user, planner, tools, planner
     # planner -> validate: the latest turn's calls, raw.
     turn_calls: list[RawCall]
     # validate -> tools/sandbox: the latest turn's calls once all of them are valid.
     validated_calls: list[ValidatedCall]
     # Every verdict of the run, in order (the trace of retries).
-    verdicts: Annotated[list[CallVerdict], _records()]
+    verdicts: Annotated[list[CallVerdict], _delta(append_records, 1)]
     # Consecutive invalid turns; reset when a turn validates.
     attempts: int
     # Every executed call of the run, with timing.
-    results: Annotated[list[CallResult], _records()]
+    results: Annotated[list[CallResult], _delta(append_records, 2)]
     failure: RunFailure | None
     # Every model request of the thread, and the current run's totals.
-    model_calls: Annotated[list[ModelCall], _records()]
+    model_calls: Annotated[list[ModelCall], _delta(append_records, 2)]
     usage_total: UsageTotal
     # With response_format: the final answer, validated, as JSON.
     structured_response: dict[str, Any] | None
     # Every approval decision of the run, in order.
-    decisions: Annotated[list[ApprovalDecision], _records()]
+    decisions: Annotated[list[ApprovalDecision], operator.add]  # rare (approvals only): a plain list
     # When the current run must end (epoch seconds), set at its first turn (toolrail/limits.py).
     deadline_at: float | None
 
