@@ -82,32 +82,42 @@ def create_agent_graph(model: Any, tools: list, checkpointer: Any = None):
 
 async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, repeats: int, folder: Path,
                          peers: tuple[str, ...]) -> dict[str, float]:
-    """One size: toolrail, ToolNode and create_agent's per-call Send, the same script and tools."""
+    """One size: toolrail, ToolNode and create_agent's per-call Send, the same script and tools.
+
+    Each repeat runs every contender once, in an order rotated from repeat to repeat (no one
+    always goes first, or always right after another's garbage), each from a collected heap and
+    a fresh checkpoint file; the figures are medians over the repeats."""
     tools = _sleepers(seconds, sync)
     turns = [
         RecordedTurn(tool_calls=[RecordedCall(id=f"c{i}", name="pause", arguments=json.dumps({"n": i})) for i in range(n_calls)]),
         RecordedTurn(content="done"),
     ]
-    runs: dict[str, list[float]] = {"toolrail": [], **{p: [] for p in peers}}
+    contenders = ("toolrail", *peers)
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
     phase: list[float] = []
     for r in range(repeats):
-        async with _saver(store, folder / f"ours-{n_calls}-{sync}-{r}.sqlite") as saver:
-            ledger = SqliteSideEffectLedger(folder / f"ours-{n_calls}-{sync}-{r}-ledger.sqlite") if store == "sqlite" else None
-            # the per-turn call limit (default 256) is lifted to the size being measured
-            graph = build_graph(model=scripted_model(turns), tools=tools, checkpointer=saver, speculative=False, ledger=ledger,
-                                max_calls_per_turn=max(n_calls, 256))
-            wall, state = await _timed(graph, f"ours-{r}")
-        if state.get("failure"):
-            raise RuntimeError(f"fan-out benchmark run failed at N={n_calls}: {state['failure']['reason']}: {state['failure']['message']}")
-        results = state["results"]
-        phase.append(max(x["started_at"] + x["duration_s"] for x in results) - min(x["started_at"] for x in results))
-        runs["toolrail"].append(wall)
-        for peer in peers:
-            async with _saver(store, folder / f"{peer}-{n_calls}-{sync}-{r}.sqlite") as saver:
-                make = bare_graph if peer == "toolnode" else create_agent_graph
-                runs[peer].append((await _timed(make(scripted_model(turns), [t.runnable for t in tools], saver), f"{peer}-{r}"))[0])
+        for name in contenders[r % len(contenders):] + contenders[:r % len(contenders)]:
+            path = folder / f"{name}-{n_calls}-{sync}-{store}-{r}.sqlite"
+            async with _saver(store, path) as saver:
+                if name == "toolrail":
+                    ledger = SqliteSideEffectLedger(path.with_suffix(".ledger.sqlite")) if store == "sqlite" else None
+                    # the per-turn call limit (default 256) is lifted to the size being measured
+                    graph = build_graph(model=scripted_model(turns), tools=tools, checkpointer=saver, speculative=False, ledger=ledger,
+                                        max_calls_per_turn=max(n_calls, 256))
+                else:
+                    make = bare_graph if name == "toolnode" else create_agent_graph
+                    graph = make(scripted_model(turns), [t.runnable for t in tools], saver)
+                gc.collect()
+                wall, state = await _timed(graph, f"{name}-{r}")
+            runs[name].append(wall)
+            if name != "toolrail":
+                continue
+            if state.get("failure"):
+                raise RuntimeError(f"fan-out benchmark run failed at N={n_calls}: {state['failure']['reason']}: {state['failure']['message']}")
+            results = state["results"]
+            phase.append(max(x["started_at"] + x["duration_s"] for x in results) - min(x["started_at"] for x in results))
     ours = statistics.median(runs["toolrail"])
-    figures = {"toolrail_run_s": ours, "tool_phase_over_slowest_call": statistics.median(phase) / seconds}
+    figures = {"repeats": repeats, "toolrail_run_s": ours, "tool_phase_over_slowest_call": statistics.median(phase) / seconds}
     for peer in peers:
         figures[f"{peer}_run_s"] = statistics.median(runs[peer])
         figures[f"toolrail_over_{peer}"] = ours / statistics.median(runs[peer])
@@ -115,6 +125,17 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
     figures["fastest_peer"] = fastest
     figures["toolrail_over_fastest_peer"] = figures[f"toolrail_over_{fastest}"]
     return figures
+
+
+def _repeats_for(n_calls: int, repeats: int) -> int:
+    """More repeats where a run is short and the differences are small (a few ms of ~100)."""
+    if n_calls <= 10:
+        return repeats * 5
+    if n_calls <= 50:
+        return repeats * 3
+    if n_calls <= 200:
+        return repeats * 2
+    return repeats
 
 
 @asynccontextmanager
@@ -148,7 +169,7 @@ async def bench_fan_out_sweep(sizes: tuple[int, ...] = SWEEP_SIZES, seconds: flo
         for store in ("memory", "sqlite"):
             for sync in (False, True):
                 for n in sizes:
-                    reps = repeats if n < 1000 else max(1, repeats - 1)
+                    reps = _repeats_for(n, repeats)
                     key = f"{'sync' if sync else 'async'}_{store}_{n}"
                     points[key] = await _fan_out_point(n, sync_seconds if sync else seconds, sync, store, reps, Path(folder), peers)
     worst = max(points.values(), key=lambda f: f["toolrail_over_fastest_peer"])
