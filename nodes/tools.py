@@ -64,8 +64,6 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
         # A single call needs no journal: its result is kept by the task's own writes, exactly
         # as with one task per call. (Nor is the last call to finish recorded, for that reason.)
         journaled = journal is not None and len(calls) > 1
-        if journaled:
-            journal.prepare()  # opening the journal overlaps the calls, not the turn's end
         earlier = await journal.finished(scope) if journaled else {}
         batch = journal.batch(scope) if journaled else None
         outstanding = [len(calls) - len(earlier)]

@@ -53,9 +53,6 @@ class ResultJournal(ABC):
     async def write(self, rows: list[Row]) -> None:
         """Record the rows in one transaction."""
 
-    def prepare(self) -> None:
-        """Get ready for this task's writes in the background (a no-op unless a journal needs it)."""
-
     def batch(self, scope: str) -> JournalBatch:
         return JournalBatch(self, scope)
 
@@ -104,7 +101,7 @@ class SqliteResultJournal(ResultJournal):
     A tools task reads the journal before its calls start and waits for its last write before
     it ends, so each operation is on the turn's critical path: all of them run on one thread of
     the journal's own, on one connection kept open (reopened when the file was replaced or an
-    operation failed), and the file is opened while the turn's calls run (`prepare`). Nothing
+    operation failed), and a new file is created while the turn's calls run (`finished`). Nothing
     touches the file on the event loop (the LangGraph server refuses blocking calls there).
     """
 
@@ -148,19 +145,19 @@ class SqliteResultJournal(ResultJournal):
             self._close()  # rolls back whatever was begun; the next operation opens the file again
             raise
 
-    def prepare(self) -> None:
-        """Open the file (creating it and its table the first time: milliseconds, with fsyncs)
-        while the turn's calls run; the task's own operations queue behind it on the thread."""
-        if self._db is None:
-            opening = asyncio.get_running_loop().run_in_executor(self._thread, self._open_quietly)
-            opening.add_done_callback(lambda done: done.exception())  # an error shows again on first use
-
     def _open_quietly(self) -> None:
         with contextlib.suppress(sqlite3.Error, OSError):
             self._kept()
 
     async def finished(self, scope: str) -> dict[str, tuple[Outcome, bool]]:
-        return _outcomes(await asyncio.get_running_loop().run_in_executor(self._thread, self._finished, scope))
+        """The task's earlier outcomes. Without a file there are none, and it is created next, on
+        the journal's thread, while the turn's calls run (creating the file and its table takes
+        milliseconds of fsyncs; the task's writes queue behind it)."""
+        loop = asyncio.get_running_loop()
+        reading = loop.run_in_executor(self._thread, self._finished, scope)
+        if self._db is None:
+            loop.run_in_executor(self._thread, self._open_quietly)  # an error shows again on first write
+        return _outcomes(await reading)
 
     def _finished(self, scope: str) -> list[tuple]:
         if self._db is None and not os.path.exists(self.path):
