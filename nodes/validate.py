@@ -18,7 +18,7 @@ from langgraph.types import Send
 
 from toolrail.approval import ApprovalPolicy, per_run_setting
 from toolrail.nodes.approve import dispatch
-from toolrail.arguments import DEFAULT_LIMITS, ArgumentLimits, ArgumentsRejected, parse_arguments
+from toolrail.arguments import DEFAULT_LIMITS, ArgumentLimits, ArgumentsRejected, check_arguments
 from toolrail.calls import wire_id
 from toolrail.speculation import Speculation, thread_of
 from toolrail.state import AgentState, CallVerdict, RawCall, RunFailure, ValidatedCall
@@ -114,19 +114,47 @@ def _hand_over(checked: list[tuple[ValidatedCall | None, Any]], speculation: Spe
 
 def validate_arguments(tool: Tool, text: str, limits: ArgumentLimits = DEFAULT_LIMITS) -> BaseModel:
     """The call's arguments as the tool's model, or InvalidToolCall. Size, depth, NaN/Infinity and
-    duplicate keys are refused (toolrail/arguments.py) before any validator sees the arguments.
+    duplicate keys are refused (toolrail/arguments.py) before any validator's verdict counts.
     The one strict path for every validation of a call: the validate node, the planner's own
     check of its reply, and the check that starts a call speculatively while the reply streams."""
     text = text.strip()
     if not text:
         return tool.validate({})
+    model = None
+    if len(text) * 4 <= limits.max_bytes:  # over that, the size rule decides before any parse
+        model = tool.validate_json_fast(text)
+        # the commonest call, one flat object of scalars, needs no second parse (see _fields_set_only_by_input)
+        if (model is not None and text.count("{") == 1 and "[" not in text and "NaN" not in text
+                and "Infinity" not in text and text.count(":") == len(model.model_fields_set)
+                and _fields_set_only_by_input(type(model))):
+            return model
     try:
-        parse_arguments(text, limits)
+        check_arguments(text, limits)
     except ArgumentsRejected as exc:
         raise InvalidToolCall(tool.name, [FieldError("arguments", str(exc), kind="json")]) from None
-    # the text is now known to be strict JSON, so Pydantic's one-pass parse of the text itself
-    # sees exactly what was checked (and is the fast path of Tool.validate)
-    return tool.validate(text)
+    # the text is now known to be strict JSON, so Pydantic's verdict on the text itself stands
+    return model if model is not None else tool.validate_slow(text)
+
+
+def _fields_set_only_by_input(model: type[BaseModel]) -> bool:
+    """Why one flat object of scalars that Pydantic accepted needs no separate strict parse:
+
+    One `{` and no `[` anywhere means one object with no nesting (size and depth are settled);
+    no "NaN"/"Infinity" anywhere means no non-finite constant. Every key in the text is followed
+    by a colon outside strings, and with extra keys forbidden each distinct key set one field, so
+    as many colons as fields set means no key came twice. A colon inside a string only makes the
+    counts differ, and then the full check runs. Fields set by a model validator or
+    `model_post_init` would break that count, so such models always take the full check.
+    """
+    known = _INPUT_ONLY.get(model)
+    if known is None:
+        decorators = model.__pydantic_decorators__
+        known = not decorators.model_validators and model.model_post_init is BaseModel.model_post_init
+        _INPUT_ONLY[model] = known
+    return known
+
+
+_INPUT_ONLY: dict[type[BaseModel], bool] = {}
 
 
 def _check(tools: ToolRegistry, call: RawCall, limits: ArgumentLimits = DEFAULT_LIMITS,

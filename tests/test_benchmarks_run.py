@@ -22,6 +22,7 @@ def test_quick_benchmark_run_reports_each_figure_against_its_peer_as_json():
     assert {"sync_sqlite_1", "async_sqlite_10"} <= set(results["fan_out"]["points"])
     assert results["validation"]["fastest_peer"] in ("fastjsonschema", "jsonschema_rs", "jsonschema")
     assert results["validation"]["pydantic_us"] > 0 and results["streaming"]["chunks_50"] > 50
+    assert [results["validation"][s]["bytes"] < results["validation"][t]["bytes"] for s, t in (("small", "medium"), ("medium", "large"))] == [True, True]
     assert results["checkpoints"]["bare_bytes_per_turn"] > 0
     assert "cores" in results["machine"]
 
@@ -29,13 +30,14 @@ def test_quick_benchmark_run_reports_each_figure_against_its_peer_as_json():
 def test_readme_table_is_rewritten_between_its_markers_and_names_the_machine(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("before\n<!-- benchmarks:start -->\nold table\n<!-- benchmarks:end -->\nafter\n")
-    figures = {"validation": {"toolrail_us": 1.0, "pydantic_us": 0.9, "fastjsonschema_us": 2.0, "jsonschema_rs_us": 1.5, "jsonschema_us": 20.0,
-                              "toolrail_over_pydantic": 1.11, "toolrail_over_fastjsonschema": 0.5, "toolrail_over_jsonschema_rs": 0.67,
-                              "toolrail_over_jsonschema": 0.05, "fastest_peer": "jsonschema_rs"}}
+    small = {"bytes": 76, "toolrail_us": 1.0, "pydantic_us": 0.9, "fastjsonschema_us": 2.0, "jsonschema_rs_us": 1.5, "jsonschema_us": 20.0,
+             "toolrail_over_pydantic": 1.11, "toolrail_over_fastjsonschema": 0.5, "toolrail_over_jsonschema_rs": 0.67,
+             "toolrail_over_jsonschema": 0.05, "fastest_peer": "jsonschema_rs"}
+    figures = {"validation": {"small": small, **{k: v for k, v in small.items() if k != "bytes"}}}
     command.write_readme(figures, readme)
     text = readme.read_text()
     assert "old table" not in text and text.startswith("before\n") and text.endswith("after\n")
-    assert "plain Pydantic" in text and "jsonschema-rs" in text and "| 1.11 |" in text and "cores" in text
+    assert "plain Pydantic" in text and "jsonschema-rs" in text and "| 76 B: 1.11 |" in text and "cores" in text
 
 
 def test_json_schema_validation_benchmark_compares_the_compiled_tool_with_schema_validators():

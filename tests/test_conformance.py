@@ -74,7 +74,7 @@ def test_array_enums_compile_to_arrays_of_enum_values_and_java_types_map_as_bfcl
 
 async def test_the_harness_catches_a_validator_that_lets_mutants_through(suite_folder, monkeypatch):
     cases = harness.load_suite(suite_folder, ["simple_python"])[:3]
-    permissive = Tool.validate
+    permissive = Tool.validate_slow
 
     def lets_extra_arguments_through(self, arguments):
         try:
@@ -84,7 +84,9 @@ async def test_the_harness_catches_a_validator_that_lets_mutants_through(suite_f
         data.pop(harness.UNKNOWN_PARAMETER, None)
         return permissive(self, data)
 
-    monkeypatch.setattr(Tool, "validate", lets_extra_arguments_through)
+    # every validation ends in the slow path's verdict once the one-pass fast path refuses
+    monkeypatch.setattr(Tool, "validate_json_fast", lambda self, text: None)
+    monkeypatch.setattr(Tool, "validate_slow", lets_extra_arguments_through)
     reports = await harness.run_suite(cases)
     failures = reports["simple_python"].failures
     assert {f["what"] for f in failures} == {"unknown_parameter"} and len(failures) == 3

@@ -102,10 +102,21 @@ class Tool:
         what strict validation refuses into what it accepts, so the fast path agrees with it.
         """
         if isinstance(arguments, str):
-            try:
-                return self.args_model.model_validate_json(arguments, strict=True, extra="forbid", by_alias=True, by_name=False)
-            except ValidationError:
-                pass
+            model = self.validate_json_fast(arguments)
+            if model is not None:
+                return model
+        return self.validate_slow(arguments)
+
+    def validate_json_fast(self, text: str) -> BaseModel | None:
+        """Pydantic's one-pass parse and strict validation of the raw text; None when it refuses
+        (the slow path then decides, and explains)."""
+        try:  # what `model_validate_json` calls, without its per-call argument checks in Python
+            return self.args_model.__pydantic_validator__.validate_json(text, strict=True, extra="forbid", by_alias=True, by_name=False)
+        except ValidationError:
+            return None
+
+    def validate_slow(self, arguments: str | dict[str, Any]) -> BaseModel:
+        """The path whose verdict and errors count when the fast path refuses (see `validate`)."""
         data = _parse_arguments(self.name, arguments)
         data = _prepare(data, self.source_schema)
         try:
