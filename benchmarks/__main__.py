@@ -51,7 +51,7 @@ BENCHMARKS = {
     "speculative": lambda quick: core.bench_speculative(),
     "validation": lambda quick: core.bench_validation(n=200 if quick else 20000),
     "streaming": lambda quick: core.bench_streaming(n_calls=50 if quick else 1000, repeats=1 if quick else 5),
-    "checkpoints": lambda quick: core.bench_checkpoints(turns=3 if quick else 20),
+    "checkpoints": lambda quick: core.bench_checkpoints(turns=4 if quick else 50, repeats=1 if quick else 3, window=1 if quick else 3),
     "graph_overhead": lambda quick: core.bench_graph_overhead(runs=2 if quick else 20),
     "json_schema_validation": lambda quick: _json_schema_validation(),
     "sandbox": lambda quick: _sandbox(quick),
@@ -142,8 +142,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if "checkpoints" in results:
         c = results["checkpoints"]
         out.append((f"checkpoints: {c['turns']}-turn thread, SQLite", "toolrail bytes per turn / bare LangGraph's", f"{c['toolrail_over_bare_bytes_per_turn']:.2f}",
-                    f"{c['toolrail_bytes_per_turn'] / 1024:.0f} KiB vs {c['bare_bytes_per_turn'] / 1024:.0f} KiB; last turns' time / first turns': "
-                    f"toolrail {c['toolrail_last_turns_over_first_turns_s']:.2f}, bare {c['bare_last_turns_over_first_turns_s']:.2f}"))
+                    f"{c['toolrail_bytes_per_turn'] / 1024:.0f} KiB vs {c['bare_bytes_per_turn'] / 1024:.0f} KiB"))
+        out.append(("", f"per-turn time, turns {c['turns'] - c['window'] + 1}..{c['turns']} / turns 1..{c['window']}: toolrail (bare LangGraph's after it)",
+                    f"{c['toolrail_last_turns_over_first_turns_s']:.2f}",
+                    f"toolrail {c['toolrail_first_turns_ms']:.1f} → {c['toolrail_last_turns_ms']:.1f} ms; "
+                    f"bare {c['bare_first_turns_ms']:.1f} → {c['bare_last_turns_ms']:.1f} ms ({c['bare_last_turns_over_first_turns_s']:.2f})"))
     if "json_schema_validation" in results:
         j = results["json_schema_validation"]
         peer = "jsonschema_rs" if "toolrail_over_jsonschema_rs" in j else "jsonschema"

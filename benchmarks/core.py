@@ -82,32 +82,42 @@ def create_agent_graph(model: Any, tools: list, checkpointer: Any = None):
 
 async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, repeats: int, folder: Path,
                          peers: tuple[str, ...]) -> dict[str, float]:
-    """One size: toolrail, ToolNode and create_agent's per-call Send, the same script and tools."""
+    """One size: toolrail, ToolNode and create_agent's per-call Send, the same script and tools.
+
+    Each repeat runs every contender once, in an order rotated from repeat to repeat (no one
+    always goes first, or always right after another's garbage), each from a collected heap and
+    a fresh checkpoint file; the figures are medians over the repeats."""
     tools = _sleepers(seconds, sync)
     turns = [
         RecordedTurn(tool_calls=[RecordedCall(id=f"c{i}", name="pause", arguments=json.dumps({"n": i})) for i in range(n_calls)]),
         RecordedTurn(content="done"),
     ]
-    runs: dict[str, list[float]] = {"toolrail": [], **{p: [] for p in peers}}
+    contenders = ("toolrail", *peers)
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
     phase: list[float] = []
     for r in range(repeats):
-        async with _saver(store, folder / f"ours-{n_calls}-{sync}-{r}.sqlite") as saver:
-            ledger = SqliteSideEffectLedger(folder / f"ours-{n_calls}-{sync}-{r}-ledger.sqlite") if store == "sqlite" else None
-            # the per-turn call limit (default 256) is lifted to the size being measured
-            graph = build_graph(model=scripted_model(turns), tools=tools, checkpointer=saver, speculative=False, ledger=ledger,
-                                max_calls_per_turn=max(n_calls, 256))
-            wall, state = await _timed(graph, f"ours-{r}")
-        if state.get("failure"):
-            raise RuntimeError(f"fan-out benchmark run failed at N={n_calls}: {state['failure']['reason']}: {state['failure']['message']}")
-        results = state["results"]
-        phase.append(max(x["started_at"] + x["duration_s"] for x in results) - min(x["started_at"] for x in results))
-        runs["toolrail"].append(wall)
-        for peer in peers:
-            async with _saver(store, folder / f"{peer}-{n_calls}-{sync}-{r}.sqlite") as saver:
-                make = bare_graph if peer == "toolnode" else create_agent_graph
-                runs[peer].append((await _timed(make(scripted_model(turns), [t.runnable for t in tools], saver), f"{peer}-{r}"))[0])
+        for name in contenders[r % len(contenders):] + contenders[:r % len(contenders)]:
+            path = folder / f"{name}-{n_calls}-{sync}-{store}-{r}.sqlite"
+            async with _saver(store, path) as saver:
+                if name == "toolrail":
+                    ledger = SqliteSideEffectLedger(path.with_suffix(".ledger.sqlite")) if store == "sqlite" else None
+                    # the per-turn call limit (default 256) is lifted to the size being measured
+                    graph = build_graph(model=scripted_model(turns), tools=tools, checkpointer=saver, speculative=False, ledger=ledger,
+                                        max_calls_per_turn=max(n_calls, 256))
+                else:
+                    make = bare_graph if name == "toolnode" else create_agent_graph
+                    graph = make(scripted_model(turns), [t.runnable for t in tools], saver)
+                gc.collect()
+                wall, state = await _timed(graph, f"{name}-{r}")
+            runs[name].append(wall)
+            if name != "toolrail":
+                continue
+            if state.get("failure"):
+                raise RuntimeError(f"fan-out benchmark run failed at N={n_calls}: {state['failure']['reason']}: {state['failure']['message']}")
+            results = state["results"]
+            phase.append(max(x["started_at"] + x["duration_s"] for x in results) - min(x["started_at"] for x in results))
     ours = statistics.median(runs["toolrail"])
-    figures = {"toolrail_run_s": ours, "tool_phase_over_slowest_call": statistics.median(phase) / seconds}
+    figures = {"repeats": repeats, "toolrail_run_s": ours, "tool_phase_over_slowest_call": statistics.median(phase) / seconds}
     for peer in peers:
         figures[f"{peer}_run_s"] = statistics.median(runs[peer])
         figures[f"toolrail_over_{peer}"] = ours / statistics.median(runs[peer])
@@ -115,6 +125,17 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
     figures["fastest_peer"] = fastest
     figures["toolrail_over_fastest_peer"] = figures[f"toolrail_over_{fastest}"]
     return figures
+
+
+def _repeats_for(n_calls: int, repeats: int) -> int:
+    """More repeats where a run is short and the differences are small (a few ms of ~100)."""
+    if n_calls <= 10:
+        return repeats * 5
+    if n_calls <= 50:
+        return repeats * 3
+    if n_calls <= 200:
+        return repeats * 2
+    return repeats
 
 
 @asynccontextmanager
@@ -148,7 +169,7 @@ async def bench_fan_out_sweep(sizes: tuple[int, ...] = SWEEP_SIZES, seconds: flo
         for store in ("memory", "sqlite"):
             for sync in (False, True):
                 for n in sizes:
-                    reps = repeats if n < 1000 else max(1, repeats - 1)
+                    reps = _repeats_for(n, repeats)
                     key = f"{'sync' if sync else 'async'}_{store}_{n}"
                     points[key] = await _fan_out_point(n, sync_seconds if sync else seconds, sync, store, reps, Path(folder), peers)
     worst = max(points.values(), key=lambda f: f["toolrail_over_fastest_peer"])
@@ -499,9 +520,15 @@ def _planner_only(planner: Any) -> Any:
 CITIES = ("Chicago", "New York", "San Francisco")
 
 
-async def bench_checkpoints(turns: int = 20, calls_per_turn: int = 2) -> dict[str, Any]:
-    """Bytes each turn adds to the SQLite checkpoint file's tables, toolrail vs bare LangGraph,
-    for the same conversation (a user message, the calls, their results, an answer, per turn)."""
+async def bench_checkpoints(turns: int = 50, calls_per_turn: int = 2, repeats: int = 3, window: int = 3) -> dict[str, Any]:
+    """Bytes each turn adds to the SQLite checkpoint file, toolrail vs bare LangGraph, for the same
+    conversation (a user message, the calls, their results, an answer, per turn), and how a
+    turn's time grows: the median of turns 1..`window` against the median of the last `window`.
+
+    Both graphs run side by side, a turn of one then the same turn of the other, after a short
+    warm-up thread each (so turn 1 is not also the process's first run); only the measured
+    thread's rows count. toolrail's own records (result journal, side-effect ledger) count too.
+    Each figure is the median over `repeats` whole conversations."""
     import sqlite3
 
     script = []
@@ -510,33 +537,51 @@ async def bench_checkpoints(turns: int = 20, calls_per_turn: int = 2) -> dict[st
             RecordedCall(id=f"t{t}c{i}", name="get_weather", arguments=json.dumps({"location": CITIES[(t + i) % 3]}))
             for i in range(calls_per_turn)]))
         script.append(RecordedTurn(content=f"Answer {t}: " + "the weather is fine. " * 5))
-    figures: dict[str, Any] = {"turns": turns, "calls_per_turn": calls_per_turn}
+    warm_up = script[:2]
+    names = ("toolrail", "bare")
+    figures: dict[str, Any] = {"turns": turns, "calls_per_turn": calls_per_turn, "repeats": repeats, "window": window}
+    per_repeat: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name in ("toolrail", "bare"):
-            path = Path(folder) / f"{name}.sqlite"
-            per_turn_s = []
-            async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-                ledger = SqliteSideEffectLedger(Path(folder) / f"{name}-ledger.sqlite") if name == "toolrail" else None
-                if name == "toolrail":
-                    graph = build_graph(model=scripted_model(script), tools=demo_tools, checkpointer=saver, speculative=False, ledger=ledger)
-                else:
-                    graph = bare_graph(scripted_model(script), [demo_tools.get("get_weather").runnable], saver)
-                config = {"configurable": {"thread_id": "conversation"}}
+        for r in range(repeats):
+            paths = {name: Path(folder) / f"{name}-{r}.sqlite" for name in names}
+            ledger_path = Path(folder) / f"toolrail-{r}-ledger.sqlite"
+            per_turn_s: dict[str, list[float]] = {name: [] for name in names}
+            async with AsyncSqliteSaver.from_conn_string(str(paths["toolrail"])) as ours, \
+                    AsyncSqliteSaver.from_conn_string(str(paths["bare"])) as theirs:
+                def graphs(turn_script: list) -> dict[str, Any]:
+                    return {
+                        "toolrail": build_graph(model=scripted_model(turn_script), tools=demo_tools, checkpointer=ours, speculative=False,
+                                                ledger=SqliteSideEffectLedger(ledger_path)),
+                        "bare": bare_graph(scripted_model(turn_script), [demo_tools.get("get_weather").runnable], theirs),
+                    }
+                for name, graph in graphs(warm_up).items():
+                    await graph.ainvoke({"messages": [HumanMessage(PROMPT)]}, {"configurable": {"thread_id": "warm-up"}})
+                measured = graphs(script)
                 for t in range(turns):
                     text = PROMPT if t == 0 else f"and then {t}"
-                    start = time.perf_counter()
-                    await graph.ainvoke({"messages": [HumanMessage(text)]}, config)
-                    per_turn_s.append(time.perf_counter() - start)
-            with sqlite3.connect(path) as db:
-                size = sum(db.execute(f"SELECT coalesce(sum(length(checkpoint)) + sum(length(metadata)), 0) FROM checkpoints").fetchone())
-                size += db.execute("SELECT coalesce(sum(length(value)), 0) FROM writes").fetchone()[0]
-            if name == "toolrail":  # toolrail's own records count too
-                with sqlite3.connect(Path(folder) / f"{name}-ledger.sqlite") as db:
-                    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'toolrail_call_results'").fetchone():
-                        size += sum(len(str(value)) for row in db.execute("SELECT * FROM toolrail_call_results") for value in row)
-            figures[f"{name}_bytes_per_turn"] = size / turns
-            first, last = statistics.mean(per_turn_s[1:4]), statistics.mean(per_turn_s[-3:])
-            figures[f"{name}_last_turns_over_first_turns_s"] = last / first
+                    for name in (names if t % 2 == 0 else names[::-1]):  # alternate who goes first
+                        gc.collect()
+                        start = time.perf_counter()
+                        await measured[name].ainvoke({"messages": [HumanMessage(text)]}, {"configurable": {"thread_id": "conversation"}})
+                        per_turn_s[name].append(time.perf_counter() - start)
+            for name in names:
+                with sqlite3.connect(paths[name]) as db:
+                    size = sum(db.execute("SELECT coalesce(sum(length(checkpoint)), 0) + coalesce(sum(length(metadata)), 0) FROM checkpoints"
+                                          " WHERE thread_id = 'conversation'").fetchone())
+                    size += db.execute("SELECT coalesce(sum(length(value)), 0) FROM writes WHERE thread_id = 'conversation'").fetchone()[0]
+                if name == "toolrail":  # toolrail's own records count too
+                    with sqlite3.connect(ledger_path) as db:
+                        for table, key in (("toolrail_call_results", "scope"), ("toolrail_call_ledger", "thread")):
+                            if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+                                size += sum(len(str(value)) for row in db.execute(f"SELECT * FROM {table} WHERE {key} LIKE 'conversation%'")
+                                            for value in row)
+                per_repeat.setdefault(f"{name}_bytes_per_turn", []).append(size / turns)
+                per_repeat.setdefault(f"{name}_first_turns_ms", []).extend(x * 1000 for x in per_turn_s[name][:window])
+                per_repeat.setdefault(f"{name}_last_turns_ms", []).extend(x * 1000 for x in per_turn_s[name][-window:])
+    for key, values in per_repeat.items():  # medians over every repeat's turns (pooled), so the ratio is of the figures shown
+        figures[key] = statistics.median(values)
+    for name in names:
+        figures[f"{name}_last_turns_over_first_turns_s"] = figures[f"{name}_last_turns_ms"] / figures[f"{name}_first_turns_ms"]
     figures["toolrail_over_bare_bytes_per_turn"] = figures["toolrail_bytes_per_turn"] / figures["bare_bytes_per_turn"]
     return figures
 

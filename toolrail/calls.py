@@ -104,6 +104,8 @@ def ids_in_thread(state: dict[str, Any]) -> set[str]:
     """Every call id the thread has used: toolrail's (verdicts) and the wire's (history)."""
     used = {v["id"] for v in state.get("verdicts") or []}
     for message in state.get("messages") or []:
+        if getattr(message, "type", None) != "ai":  # only the model's messages carry calls (and getattr's miss is slow)
+            continue
         for call in [*getattr(message, "tool_calls", []), *getattr(message, "invalid_tool_calls", [])]:
             if call.get("id"):
                 used.add(call["id"])

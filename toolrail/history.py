@@ -49,11 +49,17 @@ async def thread_prompt(thread: str, db: str | None) -> str:
     location = checkpoint_location(db)
     async with open_checkpointer(location) as saver:
         latest = await saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
-    if latest is None:
-        raise ThreadError(f"no thread {thread!r} in {location} (see the thread id a run prints)")
-    channels = latest.checkpoint.get("channel_values", {})
+        if latest is None:
+            raise ThreadError(f"no thread {thread!r} in {location} (see the thread id a run prints)")
+        channels = latest.checkpoint.get("channel_values", {})
+        earlier: list = []
+        if "messages" not in channels:  # a DeltaChannel (toolrail/state.py): the messages are the ancestors' writes
+            history = (await saver.aget_delta_channel_history(config=latest.config, channels=["messages"])).get("messages", {})
+            earlier = _messages_of(history.get("seed"))
+            for _, _, value in history.get("writes", []):
+                earlier += _messages_of(value)
     start = channels.get("__start__") or {}
-    candidates = [*_messages_of(channels.get("messages")), *_messages_of(start.get("messages") if isinstance(start, dict) else None)]
+    candidates = [*earlier, *_messages_of(channels.get("messages")), *_messages_of(start.get("messages") if isinstance(start, dict) else None)]
     for _, channel, value in latest.pending_writes or []:
         if channel == "messages":
             candidates += _messages_of(value)
@@ -66,6 +72,7 @@ async def thread_prompt(thread: str, db: str | None) -> str:
 def _messages_of(value: Any) -> list:
     from langchain_core.messages import convert_to_messages
 
+    value = getattr(value, "value", value)  # a DeltaChannel's snapshot holds the list
     if not value:
         return []
     try:

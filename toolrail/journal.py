@@ -18,8 +18,11 @@ same Postgres database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -88,44 +91,91 @@ def _outcomes(rows: list[tuple[Any, ...]]) -> dict[str, tuple[Outcome, bool]]:
 
 
 class SqliteResultJournal(ResultJournal):
-    """A table in a SQLite file (WAL, synchronous=FULL): the ledger's file, beside the checkpoints."""
+    """A table in a SQLite file (WAL): the ledger's file, beside the checkpoints.
+
+    Commits are `synchronous=NORMAL`: in WAL mode a committed row survives the process being
+    killed at any moment (what crash-resume is about); only a power loss can drop the latest
+    rows, and then the calls they record simply run again — a side-effecting call is still
+    guarded by the ledger, whose commits are `synchronous=FULL`.
+
+    A tools task reads the journal before its calls start and waits for its last write before
+    it ends, so each operation is on the turn's critical path: all of them run on one thread of
+    the journal's own, on one connection kept open (reopened when the file was replaced or an
+    operation failed), and a new file is created while the turn's calls run (`finished`). Nothing
+    touches the file on the event loop (the LangGraph server refuses blocking calls there).
+    """
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        self._ready = False  # opened on first use, like the ledger: building a graph creates no file
+        self._db: sqlite3.Connection | None = None  # opened on first use: building a graph creates no file
+        self._inode: int | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolrail-journal")
 
-    def _connect(self) -> sqlite3.Connection:
-        if not self._ready:
+    def _kept(self) -> sqlite3.Connection:
+        """The open connection (on the journal's thread only)."""
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if self._db is None or inode != self._inode:
+            self._close()
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             try:
-                db.execute("PRAGMA journal_mode=WAL")  # kept by the file itself
-            finally:
+                db.execute("PRAGMA synchronous=NORMAL")
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")  # kept by the file itself
+                db.execute(TABLE)  # idempotent: the file may be new, replaced or opened from elsewhere
+            except BaseException:
                 db.close()
-            self._ready = True
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute(TABLE)  # idempotent and cheap: the file may have been replaced or opened from elsewhere
-        return db
+                raise
+            self._db, self._inode = db, os.stat(self.path).st_ino
+        return self._db
+
+    def _close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+        self._db = self._inode = None
+
+    def _on_thread(self, operation: Any, *args: Any) -> Any:
+        try:
+            return operation(self._kept(), *args)
+        except sqlite3.Error:
+            self._close()  # rolls back whatever was begun; the next operation opens the file again
+            raise
+
+    def _open_quietly(self) -> None:
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self._kept()
 
     async def finished(self, scope: str) -> dict[str, tuple[Outcome, bool]]:
-        return _outcomes(await asyncio.to_thread(self._select, scope))
+        """The task's earlier outcomes. Without a file there are none, and it is created next, on
+        the journal's thread, while the turn's calls run (creating the file and its table takes
+        milliseconds of fsyncs; the task's writes queue behind it)."""
+        loop = asyncio.get_running_loop()
+        reading = loop.run_in_executor(self._thread, self._finished, scope)
+        if self._db is None:
+            loop.run_in_executor(self._thread, self._open_quietly)  # an error shows again on first write
+        return _outcomes(await reading)
+
+    def _finished(self, scope: str) -> list[tuple]:
+        if self._db is None and not os.path.exists(self.path):
+            return []  # no file, no journaled call: nothing to create before a call finishes
+        return self._on_thread(_select, scope)
 
     async def write(self, rows: list[Row]) -> None:
-        await asyncio.to_thread(self._write, rows)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._on_thread, _write, rows)
 
-    def _select(self, scope: str) -> list[tuple]:
-        with self._connect() as db:
-            return db.execute(SELECT.replace("%s", "?"), (scope,)).fetchall()
 
-    def _write(self, rows: list[Row]) -> None:
-        db = self._connect()
-        try:
-            db.execute("BEGIN")
-            db.executemany(INSERT.replace("%s", "?"), rows)
-            db.execute("COMMIT")
-        finally:
-            db.close()
+def _select(db: sqlite3.Connection, scope: str) -> list[tuple]:
+    return db.execute(SELECT.replace("%s", "?"), (scope,)).fetchall()
+
+
+def _write(db: sqlite3.Connection, rows: list[Row]) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany(INSERT.replace("%s", "?"), rows)
+    db.execute("COMMIT")
 
 
 JOURNAL_LOCK = 0x7472_6A6E  # serialises the table's creation between workers starting together

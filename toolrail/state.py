@@ -10,7 +10,8 @@ import operator
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from langchain_core.messages import AnyMessage
-from langgraph.graph.message import add_messages
+from langgraph.channels.delta import DeltaChannel
+from langgraph.graph.message import _messages_delta_reducer
 
 
 class RawCall(TypedDict):
@@ -112,26 +113,49 @@ class UsageTotal(TypedDict):
     retries: int
 
 
+def append_records(records: list[Any], writes: list[list[Any]]) -> list[Any]:
+    """The reducer of the thread-long record lists: each write appends its records.
+
+    Batching-invariant (folding two batches equals folding their concatenation), as LangGraph's
+    `DeltaChannel` requires."""
+    added = [record for write in writes for record in (write if isinstance(write, list) else [write])]
+    return [*records, *added] if added else records
+
+
+# The thread-long channels (the conversation and toolrail's records of it) are LangGraph
+# `DeltaChannel`s: a checkpoint stores only what its step wrote, plus a full snapshot of the list
+# every few turns, instead of the whole list in every checkpoint. A thread's checkpoints then grow
+# with what was said, not with (turns x steps). Reading the state back walks the checkpoints since
+# each channel's latest snapshot, so every channel snapshots about every `TURNS_PER_SNAPSHOT`
+# turns (its writes per turn times that): the walk, and a turn's cost, stay bounded however long
+# the thread gets. Values read back (state, get_state_history, replay, fork) are the same lists.
+TURNS_PER_SNAPSHOT = 5
+
+
+def _delta(reducer: Any, writes_per_turn: int) -> DeltaChannel:
+    return DeltaChannel(reducer, snapshot_frequency=writes_per_turn * TURNS_PER_SNAPSHOT)
+
+
 class AgentState(TypedDict, total=False):
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Annotated[list[AnyMessage], _delta(_messages_delta_reducer, 4)]  # user, planner, tools, planner
     # planner -> validate: the latest turn's calls, raw.
     turn_calls: list[RawCall]
     # validate -> tools/sandbox: the latest turn's calls once all of them are valid.
     validated_calls: list[ValidatedCall]
     # Every verdict of the run, in order (the trace of retries).
-    verdicts: Annotated[list[CallVerdict], operator.add]
+    verdicts: Annotated[list[CallVerdict], _delta(append_records, 1)]
     # Consecutive invalid turns; reset when a turn validates.
     attempts: int
     # Every executed call of the run, with timing.
-    results: Annotated[list[CallResult], operator.add]
+    results: Annotated[list[CallResult], _delta(append_records, 2)]
     failure: RunFailure | None
     # Every model request of the thread, and the current run's totals.
-    model_calls: Annotated[list[ModelCall], operator.add]
+    model_calls: Annotated[list[ModelCall], _delta(append_records, 2)]
     usage_total: UsageTotal
     # With response_format: the final answer, validated, as JSON.
     structured_response: dict[str, Any] | None
     # Every approval decision of the run, in order.
-    decisions: Annotated[list[ApprovalDecision], operator.add]
+    decisions: Annotated[list[ApprovalDecision], operator.add]  # rare (approvals only): a plain list
     # When the current run must end (epoch seconds), set at its first turn (toolrail/limits.py).
     deadline_at: float | None
 

@@ -1,0 +1,57 @@
+"""The SQLite result journal: what one process records, another reads back; a replaced file is
+reopened; reading a thread that never journaled anything creates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from toolrail.execution import Outcome
+from toolrail.journal import SqliteResultJournal
+
+
+async def _record(journal: SqliteResultJournal, scope: str, *call_ids: str) -> None:
+    batch = journal.batch(scope)
+    for call_id in call_ids:
+        batch.record(call_id, "lookup", Outcome("ok", f"result of {call_id}", 1.0, 0.5), speculative=call_id.endswith("s"))
+    await batch.close()
+
+
+async def test_reading_a_journal_that_does_not_exist_finds_nothing_and_creates_nothing(tmp_path):
+    path = tmp_path / "folder" / "effects.sqlite"
+    journal = SqliteResultJournal(path)
+    assert await journal.finished("thread/tools:1") == {}
+    assert not path.exists()
+
+
+async def test_recorded_outcomes_are_read_back_by_another_journal_on_the_same_file(tmp_path):
+    path = tmp_path / "effects.sqlite"
+    await _record(SqliteResultJournal(path), "t/tools:1", "a", "bs")
+    await _record(SqliteResultJournal(path), "t/tools:2", "c")
+    again = await SqliteResultJournal(path).finished("t/tools:1")
+    assert sorted(again) == ["a", "bs"]
+    outcome, speculative = again["bs"]
+    assert (outcome.status, outcome.content, speculative) == ("ok", "result of bs", True)
+    assert not again["a"][1]
+
+
+async def test_a_replaced_file_is_opened_again_not_written_into_the_old_one(tmp_path):
+    path = tmp_path / "effects.sqlite"
+    journal = SqliteResultJournal(path)
+    await _record(journal, "t/tools:1", "a")
+    for leftover in tmp_path.glob("effects.sqlite*"):
+        leftover.unlink()  # the file is removed (and a new one made) while the journal is open
+    await _record(journal, "t/tools:1", "b")
+    assert sorted(await SqliteResultJournal(path).finished("t/tools:1")) == ["b"]
+
+
+async def test_outcomes_recorded_at_once_from_many_calls_are_all_kept(tmp_path):
+    journal = SqliteResultJournal(tmp_path / "effects.sqlite")
+    batch = journal.batch("t/tools:1")
+
+    async def finish(i: int) -> None:
+        await asyncio.sleep(0)
+        batch.record(f"c{i}", "lookup", Outcome("ok", str(i), 0.0, 0.0))
+
+    await asyncio.gather(*(finish(i) for i in range(300)))
+    await batch.close()
+    assert len(await SqliteResultJournal(tmp_path / "effects.sqlite").finished("t/tools:1")) == 300
