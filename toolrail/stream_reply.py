@@ -467,7 +467,13 @@ def _openai_fast_path(chat: BaseChatModel, kwargs: dict[str, Any]) -> bool:
         from langchain_openai.chat_models import base
     except ImportError:
         return False
-    if type(chat)._astream is not ChatOpenAI._astream or not hasattr(base, "_handle_openai_api_error"):
+    if type(chat)._astream is not ChatOpenAI._astream:
+        return False
+    # the private pieces of `_astream` this path reuses: a langchain-openai without any of them
+    # takes langchain's own stream instead of failing mid-run
+    if not all(hasattr(base, name) for name in ("_handle_openai_api_error", "_handle_openai_bad_request")) or not all(
+            hasattr(chat, name) for name in ("_get_request_payload", "_convert_chunk_to_generation_chunk",
+                                             "_should_stream_usage", "_use_responses_api", "model_kwargs")):
         return False
     if getattr(chat, "include_response_headers", False) or getattr(chat, "_uses_gateway", False):
         return False
