@@ -80,12 +80,16 @@ def check_arguments(text: str, limits: ArgumentLimits = DEFAULT_LIMITS) -> None:
     lone surrogate — goes through `parse_arguments`, whose reason is the one reported and whose
     verdict is the one that counts.
     """
-    if _byte_size(text, limits) > limits.max_bytes or _nesting_over(text, limits):
+    if len(text) > limits.max_bytes:  # over the limit whatever its encoding: no need to encode it
+        parse_arguments(text, limits)  # raises, with the size reason
+        return
+    data = text.encode("utf-8", "surrogatepass")  # a lone surrogate stays in: jiter refuses it below
+    if len(data) > limits.max_bytes or _nesting_over(text, data, limits):
         parse_arguments(text, limits)  # raises, with the size or depth reason
         return
     try:
-        jiter.from_json(text.encode(), allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys")
-    except (ValueError, UnicodeEncodeError):
+        jiter.from_json(data, allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys")
+    except ValueError:
         parse_arguments(text, limits)
 
 
@@ -94,13 +98,13 @@ def _byte_size(text: str, limits: ArgumentLimits) -> int:
     return len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > limits.max_bytes else len(text)
 
 
-def _nesting_over(text: str, limits: ArgumentLimits) -> bool:
+def _nesting_over(text: str, data: bytes, limits: ArgumentLimits) -> bool:
     """Deeper than the limit? Short text cannot be (each level is at least one bracket), nor text
-    with few brackets; otherwise the brackets outside strings are peeled, innermost pairs first,
-    one level per pass, in C (`nesting_depth`'s character loop costs ~35 ns a character)."""
+    with few brackets; otherwise the brackets outside strings of `data` (the text's UTF-8) are
+    peeled, innermost pairs first, one level per pass, in C (`nesting_depth`'s character loop
+    costs ~35 ns a character)."""
     if len(text) <= limits.max_depth or text.count("[") + text.count("{") <= limits.max_depth:
         return False
-    data = text.encode("utf-8", "surrogatepass")
     if b"\\" in data:
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped backslashes, then escaped quotes
     # two quotes side by side close and open (or open and close) a string: dropping them changes

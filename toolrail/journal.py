@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from toolrail.execution import Outcome
+from toolrail.ledger import PostgresSideEffectLedger, PostgresTable, SqliteSideEffectLedger
 
 TABLE = (
     "CREATE TABLE IF NOT EXISTS toolrail_call_results (scope TEXT NOT NULL, call_id TEXT NOT NULL, tool TEXT NOT NULL,"
@@ -168,32 +169,26 @@ class SqliteResultJournal(ResultJournal):
         await asyncio.get_running_loop().run_in_executor(self._thread, self._on_thread, _write, rows)
 
 
+SQLITE_SELECT, SQLITE_INSERT = (sql.replace("%s", "?") for sql in (SELECT, INSERT))  # SQLite's placeholders
+
+
 def _select(db: sqlite3.Connection, scope: str) -> list[tuple]:
-    return db.execute(SELECT.replace("%s", "?"), (scope,)).fetchall()
+    return db.execute(SQLITE_SELECT, (scope,)).fetchall()
 
 
 def _write(db: sqlite3.Connection, rows: list[Row]) -> None:
     db.execute("BEGIN IMMEDIATE")
-    db.executemany(INSERT.replace("%s", "?"), rows)
+    db.executemany(SQLITE_INSERT, rows)
     db.execute("COMMIT")
 
 
 JOURNAL_LOCK = 0x7472_6A6E  # serialises the table's creation between workers starting together
 
 
-class PostgresResultJournal(ResultJournal):
+class PostgresResultJournal(PostgresTable, ResultJournal):
     """A table in the Postgres checkpoint database: any worker resuming the thread sees it."""
 
-    def __init__(self, url: str):
-        self.url = url
-        self._created = False
-
-    async def _connect(self):
-        from toolrail.ledger import connect_postgres
-
-        db = await connect_postgres(self.url, create=None if self._created else TABLE, lock=JOURNAL_LOCK)
-        self._created = True
-        return db
+    CREATE, LOCK = TABLE, JOURNAL_LOCK
 
     async def finished(self, scope: str) -> dict[str, tuple[Outcome, bool]]:
         async with await self._connect() as db:
@@ -208,8 +203,6 @@ class PostgresResultJournal(ResultJournal):
 
 def journal_beside(ledger: Any) -> ResultJournal | None:
     """The journal in the same store as the side-effect ledger (none for an in-memory run)."""
-    from toolrail.ledger import PostgresSideEffectLedger, SqliteSideEffectLedger
-
     if isinstance(ledger, SqliteSideEffectLedger):
         return SqliteResultJournal(ledger.path)
     if isinstance(ledger, PostgresSideEffectLedger):

@@ -192,17 +192,27 @@ async def connect_postgres(url: str, *, create: str | None, lock: int):
     return db
 
 
-class PostgresSideEffectLedger(SideEffectLedger):
-    """A table in the Postgres checkpoint database: every worker sees every claim."""
+class PostgresTable:
+    """A table of toolrail's in the Postgres checkpoint database: `CREATE` runs (under the
+    advisory lock `LOCK`) on this object's first connection only."""
+
+    CREATE: str
+    LOCK: int
 
     def __init__(self, url: str):
         self.url = url
         self._created = False
 
     async def _connect(self):
-        db = await connect_postgres(self.url, create=None if self._created else TABLE, lock=LEDGER_LOCK)
+        db = await connect_postgres(self.url, create=None if self._created else self.CREATE, lock=self.LOCK)
         self._created = True
         return db
+
+
+class PostgresSideEffectLedger(PostgresTable, SideEffectLedger):
+    """A table in the Postgres checkpoint database: every worker sees every claim."""
+
+    CREATE, LOCK = TABLE, LEDGER_LOCK
 
     async def claim(self, thread: str, call_id: str, fingerprint: str, tool: str) -> Outcome | None:
         async with await self._connect() as db:
