@@ -29,7 +29,7 @@ from langchain_core.runnables import RunnableConfig
 
 from toolrail.calls import wire_id
 from toolrail.execution import AskedDuringSpeculation, CallExecutor, Outcome
-from toolrail.journal import JournalBatch, ResultJournal
+from toolrail.journal import ResultJournal
 from toolrail.ledger import SideEffectLedger, fingerprint
 from toolrail.limits import deadline_at, seconds_left
 from toolrail.speculation import Speculation, thread_of

@@ -8,7 +8,6 @@ OpenAI-compatible server streams them, and refuses any other prompt.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator

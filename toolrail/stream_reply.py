@@ -325,10 +325,7 @@ async def stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableCo
                 if item.__class__ is list:
                     watcher.feed_openai(item)
                 elif generations:  # the model's own `_astream`: what `astream` would make of each
-                    message = item.message
-                    if item.generation_info:  # astream moves it into the message's metadata
-                        message.response_metadata = {**item.generation_info, **message.response_metadata}
-                    watcher.feed(message)
+                    watcher.feed(_message_of(item))
                 else:
                     watcher.feed(item)
                 if watcher.too_many or watcher.too_big:
@@ -349,6 +346,15 @@ async def stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableCo
 
         raise ModelUnavailable("the model returned an empty stream")
     return watcher.reply()
+
+
+def _message_of(generation: Any) -> BaseMessage:
+    """A generation chunk's message, with its generation info moved into the message's metadata
+    (as `astream` does)."""
+    message = generation.message
+    if generation.generation_info:
+        message.response_metadata = {**generation.generation_info, **message.response_metadata}
+    return message
 
 
 def _chunks(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watcher: CallWatcher) -> tuple[Any, bool]:
@@ -514,10 +520,7 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
                 if every_chunk:
                     yield generation
                     continue
-                message = generation.message
-                if generation.generation_info:
-                    message.response_metadata = {**generation.generation_info, **message.response_metadata}
-                yield message
+                yield _message_of(generation)
         finally:
             await stream.close()
     except openai.BadRequestError as exc:

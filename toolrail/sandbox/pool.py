@@ -107,27 +107,31 @@ class SparePool:
             if spare.alive and spare.process.returncode is None:
                 self.claimed += 1
                 return spare
-            await spare.kill()  # died while waiting (killed from outside?): never handed out
-            spare.stop_pumps()
+            await _discard(spare)  # died while waiting (killed from outside?): never handed out
+        self._raise_error()
+        return None
+
+    def _raise_error(self) -> None:
+        """Raise the refill's error once; the keeper then tries again for the next claim."""
         if self.error is not None:
             error, self.error = self.error, None
-            self._wake.set()  # the next claim tries again
+            self._wake.set()
             raise error
-        return None
 
     async def ready(self) -> None:
         """Wait until the pool is full (benchmarks, tests); raises what made a refill fail."""
         while len(self.spares) < self.size:
-            if self.error is not None:
-                error, self.error = self.error, None
-                self._wake.set()
-                raise error
+            self._raise_error()
             self._settled.clear()
             await self._settled.wait()
 
-    async def close(self) -> None:
+    def stop(self) -> None:
+        """No more claims; the keeper is cancelled and its `finally` kills the spares."""
         self._closed = True
         self._keeper.cancel()
+
+    async def close(self) -> None:
+        self.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await self._keeper
 
@@ -138,9 +142,7 @@ class SparePool:
                     self.spawning = True
                     try:
                         spare = await self.template._spawn(tag=f"toolrail-session-{secrets.token_hex(8)}")
-                    except SandboxError as exc:
-                        self.error = SandboxError(f"the sandbox pool could not start a spare jail: {exc}")
-                    except OSError as exc:
+                    except (SandboxError, OSError) as exc:
                         self.error = SandboxError(f"the sandbox pool could not start a spare jail: {exc}")
                     else:
                         self.made += 1
@@ -160,8 +162,12 @@ class SparePool:
             while self.spares:
                 spare = self.spares.popleft()
                 _LIVE.discard(spare)
-                await spare.kill()
-                spare.stop_pumps()
+                await _discard(spare)
+
+
+async def _discard(spare: Interpreter) -> None:
+    await spare.kill()
+    spare.stop_pumps()
 
 
 # loop -> {config_key: pool}, least recently used first
@@ -178,8 +184,7 @@ def pool_for(sandbox: LocalSandbox) -> SparePool:
         pool = pools[key] = SparePool(sandbox._template(), sandbox.pool_size)
         while len(pools) > MAX_CONFIGS_PER_LOOP:
             _, oldest = pools.popitem(last=False)
-            oldest._closed = True
-            oldest._keeper.cancel()  # its finally kills its spares
+            oldest.stop()
     pools.move_to_end(key)
     return pool
 
