@@ -21,6 +21,7 @@ from toolrail.nodes.approve import dispatch
 from toolrail.arguments import DEFAULT_LIMITS, ArgumentLimits, ArgumentsRejected, check_arguments
 from toolrail.calls import wire_id
 from toolrail.speculation import Speculation, thread_of
+from toolrail.strict_proof import proves_strict
 from toolrail.state import AgentState, CallVerdict, RawCall, RunFailure, ValidatedCall
 from toolrail.tools.registry import FieldError, InvalidToolCall, Tool, ToolRegistry
 
@@ -123,10 +124,9 @@ def validate_arguments(tool: Tool, text: str, limits: ArgumentLimits = DEFAULT_L
     model = None
     if len(text) * 4 <= limits.max_bytes:  # over that, the size rule decides before any parse
         model = tool.validate_json_fast(text)
-        # the commonest call, one flat object of scalars, needs no second parse (see _fields_set_only_by_input)
-        if (model is not None and text.count("{") == 1 and "[" not in text and "NaN" not in text
-                and "Infinity" not in text and text.count(":") == len(model.model_fields_set)
-                and _fields_set_only_by_input(type(model))):
+        # a valid call needs no second parse when the model itself proves the text strict
+        # (toolrail/strict_proof.py: no key sent twice, no NaN/Infinity, within the depth limit)
+        if model is not None and proves_strict(text, model, limits):
             return model
     try:
         check_arguments(text, limits)
@@ -134,27 +134,6 @@ def validate_arguments(tool: Tool, text: str, limits: ArgumentLimits = DEFAULT_L
         raise InvalidToolCall(tool.name, [FieldError("arguments", str(exc), kind="json")]) from None
     # the text is now known to be strict JSON, so Pydantic's verdict on the text itself stands
     return model if model is not None else tool.validate_slow(text)
-
-
-def _fields_set_only_by_input(model: type[BaseModel]) -> bool:
-    """Why one flat object of scalars that Pydantic accepted needs no separate strict parse:
-
-    One `{` and no `[` anywhere means one object with no nesting (size and depth are settled);
-    no "NaN"/"Infinity" anywhere means no non-finite constant. Every key in the text is followed
-    by a colon outside strings, and with extra keys forbidden each distinct key set one field, so
-    as many colons as fields set means no key came twice. A colon inside a string only makes the
-    counts differ, and then the full check runs. Fields set by a model validator or
-    `model_post_init` would break that count, so such models always take the full check.
-    """
-    known = _INPUT_ONLY.get(model)
-    if known is None:
-        decorators = model.__pydantic_decorators__
-        known = not decorators.model_validators and model.model_post_init is BaseModel.model_post_init
-        _INPUT_ONLY[model] = known
-    return known
-
-
-_INPUT_ONLY: dict[type[BaseModel], bool] = {}
 
 
 def _check(tools: ToolRegistry, call: RawCall, limits: ArgumentLimits = DEFAULT_LIMITS,

@@ -98,13 +98,15 @@ def _byte_size(text: str, limits: ArgumentLimits) -> int:
     return len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > limits.max_bytes else len(text)
 
 
-def _nesting_over(text: str, data: bytes, limits: ArgumentLimits) -> bool:
+def _nesting_over(text: str, data: bytes | None, limits: ArgumentLimits) -> bool:
     """Deeper than the limit? Short text cannot be (each level is at least one bracket), nor text
-    with few brackets; otherwise the brackets outside strings of `data` (the text's UTF-8) are
-    peeled, innermost pairs first, one level per pass, in C (`nesting_depth`'s character loop
-    costs ~35 ns a character)."""
+    with few brackets; otherwise the brackets outside strings of `data` (the text's UTF-8, encoded
+    here when None) are peeled, innermost pairs first, one level per pass, in C (`nesting_depth`'s
+    character loop costs ~35 ns a character)."""
     if len(text) <= limits.max_depth or text.count("[") + text.count("{") <= limits.max_depth:
         return False
+    if data is None:
+        data = text.encode("utf-8", "surrogatepass")
     if b"\\" in data:
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped backslashes, then escaped quotes
     # two quotes side by side close and open (or open and close) a string: dropping them changes
