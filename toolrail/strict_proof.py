@@ -158,10 +158,9 @@ class _Compiler:
             return self.done[ref]
         if ref not in self.definitions:
             return _OPAQUE
-        if ref in self.active:  # recursion: counted through a late lookup, nesting unbounded
+        if ref in self.active:  # recursion: counted through a late lookup, nesting unbounded, not walked
             done = self.done
-            walkable = self.definitions[ref].get("type") == "model"  # a model counts itself (`_walk`)
-            return _Node(lambda value: (done[ref].count or _zero)(value), None, walkable)
+            return _Node(lambda value: (done[ref].count or _zero)(value), None, False)
         self.active.add(ref)
         try:
             node = self.node(self.definitions[ref])

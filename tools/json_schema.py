@@ -43,6 +43,7 @@ from typing import Annotated, Any, ForwardRef, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PydanticUserError, TypeAdapter, ValidationError, create_model
 
+from toolrail.strict_proof import checks_only
 from toolrail.tools.registry import Tool, ToolRegistry, make_tool
 from toolrail.tools.strict_schema import StrictSchemaError
 
@@ -183,6 +184,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S*$")
 
 
+@checks_only  # returns its value unchanged: a call's kept keys still count through it
 def _check_format(fmt: str, value: str) -> str:
     ok = True
     try:
@@ -212,6 +214,7 @@ def _check_format(fmt: str, value: str) -> str:
 _CHECKED_FORMATS = {"date", "date-time", "time", "email", "uuid", "ipv4", "ipv6", "uri", "url"}
 
 
+@checks_only  # returns its value unchanged: a call's kept keys still count through it
 def _unique_items(value: list) -> list:
     seen = [json.dumps(v, sort_keys=True, default=str) for v in value]
     if len(set(seen)) != len(seen):
@@ -219,6 +222,7 @@ def _unique_items(value: list) -> list:
     return value
 
 
+@checks_only  # returns its value unchanged: a call's kept keys still count through it
 def _member_of(allowed: list, value: Any) -> Any:
     canonical = json.dumps(value, sort_keys=True, default=str)
     if canonical not in {json.dumps(v, sort_keys=True) for v in allowed}:
@@ -226,6 +230,7 @@ def _member_of(allowed: list, value: Any) -> Any:
     return value
 
 
+@checks_only  # returns its value unchanged: a call's kept keys still count through it
 def _property_count(low: int | None, high: int | None, value: Any) -> Any:
     data = value if isinstance(value, dict) else (value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else {})
     if low is not None and len(data) < low:
