@@ -69,6 +69,7 @@ class Trip(BaseModel):
     choice: int | str | list[int] | dict[str, int] | None = None
     by_name: dict[str, Point] = {}
     ratio: float = 1.0
+    prefs: dict[str, int] = {"seat": 1}  # a default with a key: counted only when the call sets it
 
 
 class Leg(BaseModel):
@@ -170,6 +171,7 @@ def trip(rng: random.Random) -> Obj:
         "choice": lambda: rng.choice([3, "s", [1, 2], Obj([("a", 1), ("b", 2)])]),
         "by_name": lambda: Obj((k, point(rng)) for k in keys(rng, rng.randint(0, 2))),
         "ratio": lambda: rng.choice([0.5, 2, -1e-3]),
+        "prefs": lambda: Obj((k, rng.randrange(3)) for k in keys(rng, rng.randint(0, 2))),
     }
     pairs = [("traveller", text_value(rng)), ("stops", [stop(rng) for _ in range(rng.randint(0, 3))])]
     pairs += [(name, make()) for name, make in optional.items() if rng.random() < 0.5]
@@ -249,7 +251,7 @@ def test_nested_calls_get_the_full_strict_paths_verdict_valid_or_broken(limits):
             assert expected[0] == "valid", text  # a proof only ever stands for a strict, valid call
             proven += 1
     assert kinds == {"valid", True, False}  # valid calls, duplicate keys, and other refusals
-    assert proven > len(texts) // 10  # valid calls without colons in strings skip the second parse
+    assert proven >= 100  # valid calls without colons in strings skip the second parse (a seeded corpus)
 
 
 def test_a_key_sent_twice_is_caught_at_every_depth():
