@@ -430,3 +430,14 @@ def test_json_schema_tools_count_through_their_check_only_validators():
     twice = '{"legs":[{"day":"2026-01-02","seat":{"k":1,"k":1}},{"day":"2026-01-03"}]}'
     assert outcome(validate_arguments, tool, twice) == outcome(reference, tool, twice)
     assert "appears twice" in outcome(validate_arguments, tool, twice)[1]
+
+
+def test_colons_inside_strings_still_leave_a_proof_and_never_hide_a_key_sent_twice():
+    tool = tool_for(Itinerary)
+    legs = [{"origin": f"https://x.io/{i}?t=10:{i:02d}", "day": i} for i in range(20)]
+    for text in (json.dumps({"traveller": "d", "legs": legs}), json.dumps({"traveller": "d", "legs": legs}, indent=2)):
+        model = tool.validate_json_fast(text)
+        assert text.count(":") > kept_keys(model) and proves_strict(text, model, DEFAULT_LIMITS)
+    twice = '{"traveller": "d", "legs": [{"origin": "10:30", "day": 1, "day"\n : 2}]}'
+    assert outcome(validate_arguments, tool, twice) == outcome(reference, tool, twice)
+    assert "appears twice" in outcome(validate_arguments, tool, twice)[1]
