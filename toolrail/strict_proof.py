@@ -54,7 +54,7 @@ def proves_strict(text: str, model: BaseModel, limits: ArgumentLimits) -> bool:
             return False
     try:  # None: no key is provably from the input, so only a text without keys passes
         kept = 0 if proof.count is None else proof.count(model)
-    except (_Unprovable, RecursionError):
+    except Exception:  # _Unprovable, RecursionError, or a value not shaped as foreseen: not proven
         return False
     if kept == text.count(":"):
         return True
@@ -115,7 +115,7 @@ def _proof_for(model: type[BaseModel]) -> _Node:
     if proof is None:
         try:
             proof = _Compiler().node(model.__pydantic_core_schema__)
-        except RecursionError:
+        except Exception:  # a schema shape not foreseen proves nothing: the full check runs
             proof = _OPAQUE
         _PROOFS[model] = proof
     return proof
@@ -319,7 +319,7 @@ def _model_counter(nested: tuple[tuple[str, Counter], ...]) -> Counter:
         total = len(fields_set)
         for name, counter in nested:
             if name in fields_set:
-                total += counter(getattr(model, name))
+                total += counter(model.__dict__[name])
         return total
 
     return count
