@@ -23,6 +23,7 @@ import asyncio
 import json
 import math
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -89,8 +90,13 @@ class _Call:
         self.depth, self.in_string, self.escaped = depth, in_string, skip == len(text)
         if not closed:
             return False
+        text = self.arguments
         try:  # nothing may follow the closing brace, and it must be an object
-            return isinstance(json.loads(self.arguments), dict)
+            return isinstance(_loads(text), dict)
+        except ValueError:  # what orjson refuses and json may take (NaN, huge integers, lone surrogates, deep nesting)
+            pass
+        try:
+            return isinstance(json.loads(text), dict)
         except (ValueError, RecursionError):
             return False
 
@@ -117,6 +123,7 @@ class CallWatcher:
         self.kept: list[BaseMessage] = []  # chunks with text or metadata, for the final message
         self._seen_metadata: dict[str, Any] = {}
         self._first_id: Any = None
+        self._merged = False  # kept[0] is an `AIMessageChunk`: later chunks are kept only if they add something
 
     @property
     def stop(self) -> bool:
@@ -130,9 +137,9 @@ class CallWatcher:
         if fragments:
             for fragment in fragments:
                 key, args = fragment.get("index", 0), fragment.get("args")
-                call = self.calls.get(key) if key == self.current else None
-                if call is not None and args and not fragment.get("name") and not fragment.get("id"):
-                    call.pieces.append(args)  # the usual fragment: more text for the call being streamed
+                if key == self.current and args and not fragment.get("name") and not fragment.get("id"):
+                    call = self.calls[key]  # the usual fragment: more text for the call being streamed
+                    call.pieces.append(args)
                     call.size += len(args)
                     if call.size > self._max_bytes:
                         self.too_big = True
@@ -143,12 +150,16 @@ class CallWatcher:
                 self.add(key, fragment.get("id"), fragment.get("name"), args)
                 if self.too_many or self.too_big:
                     return
-        if not self.kept or not isinstance(message, AIMessageChunk) or not isinstance(self.kept[0], AIMessageChunk):
-            if not self.kept:
-                self._first_id = message.id
-            self.kept.append(message)
-        elif self._carries_more(message):
-            self.kept.append(message)
+        if self._merged and isinstance(message, AIMessageChunk):
+            if not (message.content or message.usage_metadata or message.id or message.additional_kwargs
+                    or message.response_metadata):
+                return  # only fragments (a generic model's usual chunk)
+            if not self._carries_more(message):
+                return
+        elif not self.kept:
+            self._first_id = message.id
+            self._merged = isinstance(message, AIMessageChunk)
+        self.kept.append(message)
 
     def feed_openai(self, deltas: list[dict[str, Any]]) -> None:
         """The `tool_calls` entries of OpenAI chunks' deltas, in order, as the SDK parses them (dicts)."""
@@ -331,7 +342,8 @@ async def stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableCo
     batches, generations = kind == "batches", kind == "generations"
     got_any = False
     async with StreamGuard(limits, run_deadline) as guard:
-        clock = guard.loop.time
+        # asyncio's own loop clock is time.monotonic: called directly, a Python frame less per chunk
+        clock = time.monotonic if type(guard.loop).time is asyncio.BaseEventLoop.time else guard.loop.time
         try:
             async for item in chunks:
                 if batches:  # `ChatOpenAI` read by toolrail: a list per network read (`_openai_chunks`)
@@ -342,8 +354,10 @@ async def stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableCo
                             watcher.feed(piece)
                         if watcher.too_many or watcher.too_big:
                             break
-                elif generations:  # the model's own `_astream`: what `astream` would make of each
-                    watcher.feed(_message_of(item))
+                elif generations:  # the model's own `_astream`: what `astream` would make of each (`_message_of`)
+                    if item.generation_info:
+                        item.message.response_metadata = {**item.generation_info, **item.message.response_metadata}
+                    watcher.feed(item.message)
                 else:
                     watcher.feed(item)
                 if watcher.too_many or watcher.too_big:
