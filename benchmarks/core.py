@@ -454,7 +454,10 @@ def _in_process_transport(n_calls: int) -> Any:
 
 
 async def _openai_planner_times(base_url: str, n_calls: int, repeats: int, http_client: Any = None) -> dict[str, float]:
-    """Planner time (wall and this process's CPU) for the reply through `ChatOpenAI`, streamed and not, paired per repeat."""
+    """Planner time (wall and this process's CPU) for the reply through `ChatOpenAI`, streamed and not, paired per repeat;
+    and, as the floor under the streamed figure, the SDK's own HTTP client reading the same stream and doing
+    nothing with its bytes (`bare_http_read`)."""
+    import openai
     from langchain_openai import ChatOpenAI
 
     from toolrail.execution import CallExecutor
@@ -470,11 +473,23 @@ async def _openai_planner_times(base_url: str, n_calls: int, repeats: int, http_
         async def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
             pass
 
-    kinds = ("streamed", "whole_reply", "streamed_listened")
+    kinds = ("streamed", "whole_reply", "streamed_listened", "bare_http_read")
     timings: dict[str, list[float]] = {key: [] for kind in kinds for key in (kind, f"{kind}_cpu")}
     state = {"messages": [HumanMessage(PROMPT)]}
+    bare_client = http_client or openai.DefaultAsyncHttpxClient()
+    request = json.dumps({"model": "bench", "messages": [{"role": "user", "content": PROMPT}], "stream": True}).encode()
     for _ in range(repeats + 1):  # the first round warms the client up and is not counted
         for name in kinds:
+            if name == "bare_http_read":
+                gc.collect()
+                wall, cpu = time.perf_counter(), time.process_time()
+                async with bare_client.stream("POST", f"{base_url}/chat/completions", content=request,
+                                              headers={"content-type": "application/json"}) as response:
+                    async for _block in response.aiter_raw():
+                        pass
+                timings[name].append(time.perf_counter() - wall)
+                timings[f"{name}_cpu"].append(time.process_time() - cpu)
+                continue
             model = ChatOpenAI(model="bench", base_url=base_url, api_key="bench", max_retries=0, timeout=120,
                                disable_streaming=name == "whole_reply", http_async_client=http_client)
             planner = _planner_only(make_planner(model, demo_tools, Speculation(CallExecutor(), enabled=False),
@@ -487,6 +502,8 @@ async def _openai_planner_times(base_url: str, n_calls: int, repeats: int, http_
             assert len(update.get("turn_calls") or []) == n_calls, update.get("failure")
             timings[name].append(wall)
             timings[f"{name}_cpu"].append(cpu)
+    if http_client is None:
+        await bare_client.aclose()
     return {key: statistics.median(values[1:]) for key, values in timings.items()}
 
 
@@ -522,6 +539,8 @@ async def bench_streaming_openai(n_calls: int = 1000, repeats: int = 5) -> dict[
         figures[f"{where}_streamed_over_whole_reply"] = figures[f"{where}_streamed_ms"] / figures[f"{where}_whole_reply_ms"]
     for where in ("in_process", "wire"):
         figures[f"{where}_streamed_over_whole_reply_cpu"] = figures[f"{where}_streamed_cpu_ms"] / figures[f"{where}_whole_reply_cpu_ms"]
+        # the planner's CPU over what the HTTP client alone spends reading the same stream
+        figures[f"{where}_streamed_over_bare_http_read_cpu"] = figures[f"{where}_streamed_cpu_ms"] / figures[f"{where}_bare_http_read_cpu_ms"]
         figures[f"{where}_streamed_listened_over_whole_reply_cpu"] = figures[f"{where}_streamed_listened_cpu_ms"] / figures[f"{where}_whole_reply_cpu_ms"]
     return figures
 

@@ -208,14 +208,24 @@ def test_an_argument_frame_is_read_by_its_bytes_only_where_parsing_it_whole_give
 
     first = event(b'{\\"a')
     frame = _ArgumentFrame.of(first, json.loads(first[6:]))
-    assert frame is not None and frame.match(first) == {"index": 3, "function": {"arguments": '{"a'}}
+    assert frame is not None and frame.index == 3 and frame.match(first) == '{"a'
     for text in ['{"a": "\u00e9\\"}', "\\", '"', "\u2028 é 😀 \\u0000 \x00\t", "", "x" * 5000, "}"]:
         variant = event(json.dumps(text).encode()[1:-1])
-        assert frame.match(variant) == {"index": 3, "function": {"arguments": text}} == {"index": 3, **whole(variant)}
+        assert {"index": 3, "function": {"arguments": frame.match(variant)}} == whole(variant) == {"index": 3, "function": {"arguments": text}}
     # not the same chunk with other text: parsed whole instead (or refused by the parser)
     for other in [event(b"a", index=b"4"), event(b"a", extra=b', "obfuscation": "x"'), event(b'a", "b'),
                   event(b"a\\"), event(b"line\nbreak"), event(b"\\x"), event(b"\\ud800"), event(b"a") + b" ", event(b"a") + b"}"]:
         assert frame.match(other) is None
+    # the same chunk for another call: the next call's first text
+    for index in (b"4", b"0", b"1234567"):
+        variant = event(b"xy", index=index)
+        again = frame.reindexed(variant)
+        assert {"index": again.index, "function": {"arguments": again.match(variant)}} == whole(variant) == {"index": int(index), "function": {"arguments": "xy"}}
+    for index in (b"04", b"-1", b"4.0", b"4e0", b"4 ", b'"4"', b"null"):
+        again = frame.reindexed(event(b"xy", index=index))
+        assert again is None or again.match(event(b"xy", index=index)) is None
+    text_first = event(b"a").replace(b'{"index": 3, "function": {"arguments": "a"}}', b'{"function": {"arguments": "a"}, "index": 3}')
+    assert _ArgumentFrame.of(text_first, json.loads(text_first[6:])).head is None  # the index after the text: not moved
     # frames a template is never made of: a new call (id, name), a key written with escapes, "arguments" twice
     head = event(b"").replace(b'"function": {', b'"id": "call_1", "function": {"name": "f", ')
     escaped = event(b"a").replace(b'"id": "chatcmpl-1"', b'"\\u0069d": "chatcmpl-1"')

@@ -180,6 +180,20 @@ class CallWatcher:
             if self.too_many or self.too_big:
                 return
 
+    def feed_text(self, key: Any, text: str) -> None:
+        """The argument text of an OpenAI chunk that carries only text for call `key` (no id, no
+        name): what `feed_openai` does with its entry, without the entry."""
+        if key != self.current:
+            return self.add(key, None, None, text)
+        if text:
+            call = self.calls[key]
+            call.pieces.append(text)
+            call.size += len(text)
+            if call.size > self._max_bytes:
+                self.too_big = True
+            elif "}" in text and not call.done and self.on_complete is not None and call.closed():
+                self._complete(call)
+
     def add(self, key: Any, call_id: str | None, name: str | None, args: str | None) -> None:
         call = self.calls.get(key)
         if key != self.current or call is None:
@@ -346,9 +360,13 @@ async def stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableCo
         clock = time.monotonic if type(guard.loop).time is asyncio.BaseEventLoop.time else guard.loop.time
         try:
             async for item in chunks:
-                if batches:  # `ChatOpenAI` read by toolrail: a list per network read (`_openai_chunks`)
+                if batches and item.__class__ is tuple:  # a read of one frame of argument text: (call index, text)
+                    watcher.feed_text(item[0], item[1])
+                elif batches:  # `ChatOpenAI` read by toolrail: a list per network read (`_openai_chunks`)
                     for piece in item:
-                        if piece.__class__ is list:
+                        if piece.__class__ is tuple:  # (call index, argument text)
+                            watcher.feed_text(piece[0], piece[1])
+                        elif piece.__class__ is list:
                             watcher.feed_openai(piece)
                         else:
                             watcher.feed(piece)
@@ -525,8 +543,10 @@ def _openai_fast_path(chat: BaseChatModel, kwargs: dict[str, Any]) -> bool:
 async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[str, Any], every_chunk: bool = False) -> AsyncIterator[list[Any]]:
     """`BaseChatOpenAI._astream` without an object per chunk, a batch per network read: the same
     request and error handling; each batch is a list in stream order, where a run of chunks that
-    are only tool-call argument text is one list of their raw `tool_calls` entries, and every
-    other chunk is the message langchain-openai itself makes of it. With `every_chunk` (someone
+    are only tool-call argument text is one list of their raw `tool_calls` entries, a chunk
+    recognised by its bytes (below) is a `(call index, text)` pair, and every other chunk is the
+    message langchain-openai itself makes of it; a read that is one recognised chunk is yielded
+    as its pair, not in a list. With `every_chunk` (someone
     listens to each token), every chunk is langchain-openai's own `ChatGenerationChunk` — what
     `_astream` gives, without the SDK's object per chunk.
 
@@ -570,8 +590,21 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
         # no content coding (an SSE stream's usual case): the raw bytes skip httpx's decoder layer
         blocks = response.aiter_raw() if encoding in ("", "identity") else response.aiter_bytes()
         template: _ArgumentFrame | None = None
+        prefix: bytes | None = None  # the template's pieces, as locals: most events are matched against them
+        suffix, start, stop, fixed, key = b"", 0, 0, 0, None
+        suffix_end = b""  # the suffix and the blank line that ends an event
         try:
             async for block in blocks:
+                if prefix is not None and not tail and block.endswith(suffix_end) and block.startswith(prefix):
+                    # the usual read: one frame of argument text, alone (`_ArgumentFrame.match`, inline)
+                    if block.find(b"\n") == len(block) - 2 and block.find(b"\r") < 0 and len(block) > fixed + 2:
+                        try:
+                            text = _loads(block[start:len(block) - stop - 2])
+                        except ValueError:  # not one valid JSON string: parsed whole, below
+                            pass
+                        else:
+                            yield (key, text)
+                            continue
                 data = tail + block if tail else block
                 if data.find(b"\r") >= 0:  # CRLF or CR line ends; a CR at the very end may be half of a CRLF
                     held = data.endswith(b"\r")
@@ -585,15 +618,24 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
                 # most reads bring one event of one line; bytes.find is a memchr, `in` and split are not
                 events = data[:end].split(b"\n\n") if data.find(b"\n", 0, end) >= 0 else (data[:end],)
                 batch = []
-                run: list[Any] | None = None  # the batch's latest run of argument-only entries
+                run: list[Any] | None = None  # the batch's latest run of argument-only entries (parsed)
                 for event in events:
-                    if template is not None and sorter.arguments_only and (entry := template.match(event)) is not None:
-                        if run is None:
-                            run = [entry]
-                            batch.append(run)
-                        else:
-                            run.append(entry)
-                        continue
+                    if prefix is not None:  # `_ArgumentFrame.match`, inline: a (call index, text) pair per frame
+                        if event.startswith(prefix):
+                            if event.endswith(suffix) and len(event) > fixed:
+                                try:
+                                    batch.append((key, _loads(event[start:len(event) - stop])))
+                                    run = None
+                                    continue
+                                except ValueError:  # not one valid JSON string: parsed whole
+                                    pass
+                        elif (other := template.reindexed(event)) is not None and (text := other.match(event)) is not None:
+                            template = other  # the next call's first text
+                            prefix, suffix, start, stop, fixed, key = template.pieces()
+                            suffix_end = suffix + b"\n\n"
+                            batch.append((key, text))
+                            run = None
+                            continue
                     one_line = event.startswith(b"data: ") and event.find(b"\n") < 0
                     if one_line:
                         kind, body = None, event[6:]
@@ -621,7 +663,11 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
                                               request=response.request, body=error)
                     run = sorter.add(chunk, batch, run)
                     if run is not None and one_line:  # argument text: the next frames may be the same but for it
-                        template = _ArgumentFrame.of(event, chunk) or template
+                        made = _ArgumentFrame.of(event, chunk)
+                        if made is not None:
+                            template = made
+                            prefix, suffix, start, stop, fixed, key = template.pieces()
+                            suffix_end = suffix + b"\n\n"
                 if batch:
                     yield batch
         except timeout_exceptions() as exc:
@@ -702,17 +748,21 @@ def _only_arguments(chunk: Any) -> list[dict[str, Any]] | None:
 class _ArgumentFrame:
     """An argument-only SSE event as bytes around its argument text: an event with the same
     bytes before and after a valid JSON string is the same chunk with that string as its text,
-    so only the string is decoded (a fifth of parsing the whole chunk).
+    so only the string is decoded (a fifth of parsing the whole chunk). When the call's index
+    is a number before the text, an event that differs only in that number too (the next call's
+    first text) is the same chunk for that call (`reindexed`).
 
     Made only when that is certain: a chunk whose one `tool_calls` entry has no id and no name
     and whose text is a string; one `"arguments"` in the event; no backslash outside the text (so
-    no key is written with escapes, and that `"arguments"` is the entry's key)."""
+    no key is written with escapes, and that `"arguments"` is the entry's key); the index's digits
+    are the ones whose change changes the entry's index and nothing else (one probe, parsed)."""
 
-    __slots__ = ("prefix", "suffix", "start", "stop", "index")
+    __slots__ = ("prefix", "suffix", "start", "stop", "index", "head", "mid")
 
-    def __init__(self, prefix: bytes, suffix: bytes, index: Any):
+    def __init__(self, prefix: bytes, suffix: bytes, index: Any, head: bytes | None = None, mid: bytes | None = None):
         self.prefix, self.suffix, self.index = prefix, suffix, index
         self.start, self.stop = len(prefix) - 1, len(suffix) - 1  # the string's quotes are the last and first bytes of these
+        self.head, self.mid = head, mid  # the prefix before and after the index's digits (None: not known)
 
     @classmethod
     def of(cls, event: bytes, chunk: dict[str, Any]) -> "_ArgumentFrame | None":
@@ -748,20 +798,64 @@ class _ArgumentFrame:
                 return None
         except ValueError:
             return None
-        return cls(prefix, suffix, delta.get("index", 0))
+        index = delta.get("index", 0)
+        head, mid = _index_digits(event, start, chunk, index) if index.__class__ is int and index >= 0 else (None, None)
+        return cls(prefix, suffix, index, head, mid)
 
-    def match(self, event: bytes) -> dict[str, Any] | None:
-        """The event's `tool_calls` entry when it is this frame with other text, else None."""
+    def pieces(self) -> tuple[bytes, bytes, int, int, int, Any]:
+        """What `match` uses, for a caller that inlines it: prefix, suffix, where the string
+        starts and how far from the end it stops, the shortest frame, the call's index."""
+        return self.prefix, self.suffix, self.start, self.stop, self.start + self.stop + 1, self.index
+
+    def match(self, event: bytes) -> str | None:
+        """The event's argument text when it is this frame with other text, else None."""
         if not event.startswith(self.prefix) or not event.endswith(self.suffix) or len(event) <= self.start + self.stop:
             return None
         try:
             text = _loads(event[self.start:len(event) - self.stop])
         except ValueError:  # not one valid JSON string: parsed whole, as any other event
             return None
-        return {"index": self.index, "function": {"arguments": text}}
+        return text
+
+    def reindexed(self, event: bytes) -> "_ArgumentFrame | None":
+        """This frame for another call, when the event starts as this frame with another index;
+        None otherwise. (Whether the rest is this frame's is `match`'s to say.)"""
+        head, mid = self.head, self.mid
+        if head is None or mid is None or not event.startswith(head):
+            return None
+        at = len(head)
+        end = event.find(mid, at, at + 20 + len(mid))
+        if end <= at:
+            return None
+        digits = event[at:end]
+        if not digits.isdigit() or (digits[0] == 48 and end - at > 1):  # a JSON integer: no leading zero
+            return None
+        return _ArgumentFrame(head + digits + mid, self.suffix, int(digits), head, mid)
+
+
+def _index_digits(event: bytes, start: int, chunk: dict[str, Any], index: int) -> tuple[bytes | None, bytes | None]:
+    """The event's bytes before and after the digits of the entry's index, when those come
+    before the text (which starts at `start`): the digits whose change to 7777777 turns the
+    parsed chunk into the same chunk with index 7777777."""
+    digits = str(index).encode()
+    for found in reversed(list(_INDEX_KEY.finditer(event, 0, start))):
+        at, after = found.end(), found.end() + len(digits)
+        if event[at:after] != digits:
+            continue
+        try:
+            probe = _loads(event[6:at] + b"7777777" + event[after:])
+            entry = probe["choices"][0]["delta"]["tool_calls"][0]
+        except (ValueError, LookupError, TypeError):
+            continue
+        if entry.__class__ is dict and entry.get("index") == 7777777:
+            entry["index"] = index
+            if probe == chunk:
+                return event[:at], event[after:start]
+    return None, None
 
 
 _STRING_START = re.compile(rb'[ \t\n\r]*:[ \t\n\r]*"')
+_INDEX_KEY = re.compile(rb'"index"[ \t\n\r]*:[ \t\n\r]*')
 
 
 def _parse_event(event: bytes) -> tuple[str | None, bytes | None]:
