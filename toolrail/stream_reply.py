@@ -10,11 +10,13 @@ A reply of 1,000 tool calls streams as ~7,000 chunks, so whatever is done per ch
   timer that is re-armed only when it fires, not at every chunk;
 - only chunks that carry text or new metadata are kept for langchain's merge; the tool calls
   are assembled from the fragments above (`CallWatcher.reply`);
-- with a `ChatOpenAI` model and nothing listening to callbacks, the OpenAI SDK hands over the
-  chunks as plain dicts (`AsyncStream[object]`: no pydantic object per chunk) and a chunk that
-  is only argument text goes straight to the watcher; every other chunk (the first, text,
-  finish reason, usage) goes through langchain-openai's own conversion, so the reply's text and
-  metadata are exactly what `ChatOpenAI._astream` gives.
+- with a `ChatOpenAI` model and nothing listening to callbacks, toolrail reads the SSE stream
+  itself (`_openai_chunks`: one generator, a batch per network read, no pydantic object per
+  chunk); a chunk that is only argument text goes straight to the watcher — most of them
+  recognised by their bytes around the text (`_ArgumentFrame`), only the text's JSON string
+  decoded — and every other chunk (the first, text, finish reason, usage) goes through
+  langchain-openai's own conversion, so the reply's text and metadata are exactly what
+  `ChatOpenAI._astream` gives.
 """
 
 from __future__ import annotations
