@@ -595,6 +595,9 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
         prefix: bytes | None = None  # the template's pieces, as locals: most events are matched against them
         suffix, start, stop, fixed, key = b"", 0, 0, 0, None
         suffix_end = b""  # the suffix and the blank line that ends an event
+        # a template that recognised no frame was not worth making; after three in a row (a field
+        # that changes every chunk, one frame per call), none is made for the rest of the reply
+        matched, useless = False, 0
         try:
             async for block in blocks:
                 if prefix is not None and not tail and block.endswith(suffix_end) and block.startswith(prefix):
@@ -605,6 +608,7 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
                         except ValueError:  # not one valid JSON string: parsed whole, below
                             pass
                         else:
+                            matched = True
                             yield (key, text)
                             continue
                 data = tail + block if tail else block
@@ -628,6 +632,7 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
                                 try:
                                     batch.append((key, _loads(event[start:len(event) - stop])))
                                     run = None
+                                    matched = True
                                     continue
                                 except ValueError:  # not one valid JSON string: parsed whole
                                     pass
@@ -637,6 +642,7 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
                             suffix_end = suffix + b"\n\n"
                             batch.append((key, text))
                             run = None
+                            matched = True
                             continue
                     one_line = event.startswith(b"data: ") and event.find(b"\n") < 0
                     if one_line:
@@ -664,12 +670,16 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
                         raise openai.APIError(message=message if isinstance(message, str) and message else "An error occurred during streaming",
                                               request=response.request, body=error)
                     run = sorter.add(chunk, batch, run)
-                    if run is not None and one_line:  # argument text: the next frames may be the same but for it
+                    if run is not None and one_line and useless < 3:  # argument text: the next frames may be the same but for it
                         made = _ArgumentFrame.of(event, chunk)
                         if made is not None:
-                            template = made
-                            prefix, suffix, start, stop, fixed, key = template.pieces()
-                            suffix_end = suffix + b"\n\n"
+                            useless = 0 if matched or template is None else useless + 1
+                            template, matched = (made, False) if useless < 3 else (None, False)
+                            if template is None:
+                                prefix = None
+                            else:
+                                prefix, suffix, start, stop, fixed, key = template.pieces()
+                                suffix_end = suffix + b"\n\n"
                 if batch:
                     yield batch
         except timeout_exceptions() as exc:
