@@ -334,7 +334,15 @@ def _reply_chunks(n_calls: int) -> list[Any]:
 async def bench_streaming(n_calls: int = 1000, repeats: int = 5, chatopenai: bool = True) -> dict[str, Any]:
     """Planner time for one reply of N calls: streamed chunk by chunk vs the same reply in one piece,
     from a chat model's own `_astream` (any LangChain model: chunks made in process); then, with
-    `chatopenai`, the same reply through the real `ChatOpenAI` client (`bench_streaming_openai`)."""
+    `chatopenai`, the same reply through the real `ChatOpenAI` client (`bench_streaming_openai`).
+
+    Two figures, both reported. `streamed_planner_ms_N` / `whole_reply_planner_ms_N` time the
+    model's `_astream` as a LangChain model runs it: the streamed side's model builds one
+    `ChatGenerationChunk` per chunk (6,901 for 1,000 calls) inside the timing, the whole side one
+    — model cost, not planner cost. `planner_only_*` times the same planner on the same reply with
+    the model's output made once before the timing (the generation chunks pre-built on both sides),
+    so the ratio is what toolrail's planner adds for reading the reply streamed; and
+    `model_chunk_construction_ms_N` is what building those chunks costs on its own."""
     from langchain_core.language_models import BaseChatModel
     from langchain_core.outputs import ChatGenerationChunk, ChatResult, ChatGeneration
 
@@ -345,11 +353,13 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 5, chatopenai: boo
     from toolrail.speculation import Speculation
 
     class Replay(BaseChatModel):
-        """Replays fixed chunks; they are not a model field (langchain would repr them per call)."""
+        """Replays fixed chunks; they are not a model field (langchain would repr them per call).
+        With `prebuilt`, the generation chunks are made once here, not in `_astream`."""
 
-        def __init__(self, chunks: list) -> None:
+        def __init__(self, chunks: list, prebuilt: bool = False) -> None:
             super().__init__()
             object.__setattr__(self, "chunks", chunks)
+            object.__setattr__(self, "generations", [ChatGenerationChunk(message=c) for c in chunks] if prebuilt else None)
 
         @property
         def _llm_type(self) -> str:
@@ -362,6 +372,10 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 5, chatopenai: boo
             return ChatResult(generations=[ChatGeneration(message=merge_chunks(self.chunks))])
 
         async def _astream(self, messages, stop=None, run_manager=None, **kwargs):
+            if self.generations is not None:
+                for generation in self.generations:
+                    yield generation
+                return
             for chunk in self.chunks:
                 yield ChatGenerationChunk(message=chunk)
 
@@ -370,21 +384,36 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 5, chatopenai: boo
         streamed_chunks = _reply_chunks(size)
         whole = [merge_chunks(streamed_chunks)]
         state = {"messages": [HumanMessage(PROMPT)]}
-        timings: dict[str, list[float]] = {"streamed": [], "whole": []}
+        sides = {"streamed": (streamed_chunks, False), "whole": (whole, False),
+                 "planner_only_streamed": (streamed_chunks, True), "planner_only_whole": (whole, True)}
+        timings: dict[str, list[float]] = {name: [] for name in (*sides, "chunk_construction")}
         for _ in range(repeats):
-            for name, chunks in (("streamed", streamed_chunks), ("whole", whole)):
-                planner = _planner_only(make_planner(Replay(chunks), demo_tools, Speculation(CallExecutor(), enabled=False),
+            for name, (chunks, prebuilt) in sides.items():
+                planner = _planner_only(make_planner(Replay(chunks, prebuilt), demo_tools, Speculation(CallExecutor(), enabled=False),
                                                      limits=RunLimits(max_calls_per_turn=max(size, 256))))
                 gc.collect()  # each side starts from the same heap, not the other's garbage
                 start = time.perf_counter()
                 update = await planner.ainvoke(state, {"configurable": {"thread_id": "bench"}})
                 timings[name].append(time.perf_counter() - start)
                 assert len(update.get("turn_calls") or []) == size, update.get("failure")
+            gc.collect()
+            start = time.perf_counter()
+            built = [ChatGenerationChunk(message=c) for c in streamed_chunks]
+            timings["chunk_construction"].append(time.perf_counter() - start)
+            del built
+        best = {name: min(values) * 1000 for name, values in timings.items()}
         figures[f"chunks_{size}"] = len(streamed_chunks)
-        figures[f"streamed_planner_ms_{size}"] = min(timings["streamed"]) * 1000
-        figures[f"whole_reply_planner_ms_{size}"] = min(timings["whole"]) * 1000
+        figures[f"streamed_planner_ms_{size}"] = best["streamed"]
+        figures[f"whole_reply_planner_ms_{size}"] = best["whole"]
+        figures[f"planner_only_streamed_ms_{size}"] = best["planner_only_streamed"]
+        figures[f"planner_only_whole_reply_ms_{size}"] = best["planner_only_whole"]
+        figures[f"model_chunk_construction_ms_{size}"] = best["chunk_construction"]
     small, large = n_calls // 10, n_calls
+    # with the model's chunk construction in the streamed side's timing (see the docstring)
     figures["streamed_over_whole_reply"] = figures[f"streamed_planner_ms_{large}"] / figures[f"whole_reply_planner_ms_{large}"]
+    # the planner alone: the model's output made before the timing on both sides
+    figures["planner_only_streamed_over_whole_reply"] = (figures[f"planner_only_streamed_ms_{large}"]
+                                                         / figures[f"planner_only_whole_reply_ms_{large}"])
     # O(N): the cost per call stays flat from N/10 to N calls (1.0 = perfectly linear).
     figures["per_call_growth_10x_calls"] = (figures[f"streamed_planner_ms_{large}"] / large) / (figures[f"streamed_planner_ms_{small}"] / small)
     if chatopenai:
@@ -429,7 +458,10 @@ def _in_process_transport(n_calls: int) -> Any:
 
 
 async def _openai_planner_times(base_url: str, n_calls: int, repeats: int, http_client: Any = None) -> dict[str, float]:
-    """Planner time (wall and this process's CPU) for the reply through `ChatOpenAI`, streamed and not, paired per repeat."""
+    """Planner time (wall and this process's CPU) for the reply through `ChatOpenAI`, streamed and not, paired per repeat;
+    and, as the floor under the streamed figure, the SDK's own HTTP client reading the same stream and doing
+    nothing with its bytes (`bare_http_read`)."""
+    import openai
     from langchain_openai import ChatOpenAI
 
     from toolrail.execution import CallExecutor
@@ -445,11 +477,23 @@ async def _openai_planner_times(base_url: str, n_calls: int, repeats: int, http_
         async def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
             pass
 
-    kinds = ("streamed", "whole_reply", "streamed_listened")
+    kinds = ("streamed", "whole_reply", "streamed_listened", "bare_http_read")
     timings: dict[str, list[float]] = {key: [] for kind in kinds for key in (kind, f"{kind}_cpu")}
     state = {"messages": [HumanMessage(PROMPT)]}
+    bare_client = http_client or openai.DefaultAsyncHttpxClient()
+    request = json.dumps({"model": "bench", "messages": [{"role": "user", "content": PROMPT}], "stream": True}).encode()
     for _ in range(repeats + 1):  # the first round warms the client up and is not counted
         for name in kinds:
+            if name == "bare_http_read":
+                gc.collect()
+                wall, cpu = time.perf_counter(), time.process_time()
+                async with bare_client.stream("POST", f"{base_url}/chat/completions", content=request,
+                                              headers={"content-type": "application/json"}) as response:
+                    async for _block in response.aiter_raw():
+                        pass
+                timings[name].append(time.perf_counter() - wall)
+                timings[f"{name}_cpu"].append(time.process_time() - cpu)
+                continue
             model = ChatOpenAI(model="bench", base_url=base_url, api_key="bench", max_retries=0, timeout=120,
                                disable_streaming=name == "whole_reply", http_async_client=http_client)
             planner = _planner_only(make_planner(model, demo_tools, Speculation(CallExecutor(), enabled=False),
@@ -462,6 +506,8 @@ async def _openai_planner_times(base_url: str, n_calls: int, repeats: int, http_
             assert len(update.get("turn_calls") or []) == n_calls, update.get("failure")
             timings[name].append(wall)
             timings[f"{name}_cpu"].append(cpu)
+    if http_client is None:
+        await bare_client.aclose()
     return {key: statistics.median(values[1:]) for key, values in timings.items()}
 
 
@@ -497,6 +543,8 @@ async def bench_streaming_openai(n_calls: int = 1000, repeats: int = 5) -> dict[
         figures[f"{where}_streamed_over_whole_reply"] = figures[f"{where}_streamed_ms"] / figures[f"{where}_whole_reply_ms"]
     for where in ("in_process", "wire"):
         figures[f"{where}_streamed_over_whole_reply_cpu"] = figures[f"{where}_streamed_cpu_ms"] / figures[f"{where}_whole_reply_cpu_ms"]
+        # the planner's CPU over what the HTTP client alone spends reading the same stream
+        figures[f"{where}_streamed_over_bare_http_read_cpu"] = figures[f"{where}_streamed_cpu_ms"] / figures[f"{where}_bare_http_read_cpu_ms"]
         figures[f"{where}_streamed_listened_over_whole_reply_cpu"] = figures[f"{where}_streamed_listened_cpu_ms"] / figures[f"{where}_whole_reply_cpu_ms"]
     return figures
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import AIMessageChunk
 from langgraph.checkpoint.memory import InMemorySaver
@@ -15,6 +17,7 @@ from pydantic import BaseModel
 from conftest import client_for
 from test_speculation import Probe
 from toolrail.graphs.agent import build_graph
+from toolrail.stream_reply import _ArgumentFrame
 from toolrail.testing.openai_server import ScriptedReply, answer, call, calls
 from toolrail.tools.registry import ToolRegistry
 
@@ -23,11 +26,13 @@ FLIGHTS = {"origin": "SF", "destination": "NYC", "date": None, "max_stops": 0}
 CONFIG = {"configurable": {"thread_id": "t"}}
 
 
-def trip_script(line_end: str = "\n") -> list[ScriptedReply]:
+def trip_script(line_end: str = "\n", **wire) -> list[ScriptedReply]:
     final = answer("Light rain in New York; one nonstop flight.")
     final.line_end = line_end
+    for option, value in wire.items():
+        setattr(final, option, value)
     return [calls(call("get_weather", WEATHER, id="call_w"), call("search_flights", FLIGHTS, id="call_f"),
-                  fragment_size=5, usage=(120, 30), line_end=line_end), final]
+                  fragment_size=5, usage=(120, 30), line_end=line_end, **wire), final]
 
 
 class Listener(AsyncCallbackHandler):
@@ -163,3 +168,67 @@ async def test_astream_events_users_get_each_token_and_the_whole_reply_at_the_en
     assert len(streamed) > 10
     assert [[c["args"] for c in m.tool_calls] for m in ends] == [[WEATHER, FLIGHTS], []]
     assert ends[1].content == "Light rain in New York; one nonstop flight."
+
+
+async def expect_same_reply_as_not_streamed(openai_server, **wire):
+    openai_server.script(*trip_script())
+    not_streamed = await run(openai_server, streaming=False)
+    openai_server.script(*trip_script(**wire))
+    streamed = await run(openai_server)
+    assert streamed.get("failure") is None
+    assert [kept(m) for m in streamed["messages"] if m.type == "ai"] == [kept(m) for m in not_streamed["messages"] if m.type == "ai"]
+    assert usage(streamed) == usage(not_streamed)
+    assert [(r["id"], r["status"]) for r in streamed["results"]] == [("call_w", "ok"), ("call_f", "ok")]
+
+
+@pytest.mark.parametrize("write_size, line_end", [(1, "\n"), (1, "\r\n"), (7, "\n"), (64, "\r\n"), (1 << 16, "\n"), (1 << 16, "\r\n")])
+async def test_a_stream_cut_into_reads_anywhere_gives_the_same_reply(openai_server, write_size, line_end):
+    # one byte per read puts a read boundary at every byte (inside "data: ", a JSON string, an escape,
+    # a CRLF); 64 KiB brings the whole reply in one read, its frames read as one batch
+    await expect_same_reply_as_not_streamed(openai_server, write_size=write_size, line_end=line_end)
+
+
+async def test_chunks_whose_bytes_change_every_time_give_the_same_reply(openai_server):
+    # OpenAI's API adds a random `obfuscation` string to every chunk: no two frames share their bytes
+    await expect_same_reply_as_not_streamed(openai_server, obfuscation=True)
+
+
+async def test_a_gzip_coded_stream_gives_the_same_reply(openai_server):
+    await expect_same_reply_as_not_streamed(openai_server, gzip=True, write_size=3)
+
+
+def test_an_argument_frame_is_read_by_its_bytes_only_where_parsing_it_whole_gives_the_same():
+    def event(arguments: bytes, index: bytes = b"3", extra: bytes = b"") -> bytes:
+        return (b'data: {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"' + extra
+                + b', "choices": [{"index": 0, "delta": {"tool_calls": [{"index": ' + index
+                + b', "function": {"arguments": "' + arguments + b'"}}]}, "finish_reason": null}]}')
+
+    def whole(frame: bytes) -> dict:
+        return json.loads(frame[6:])["choices"][0]["delta"]["tool_calls"][0]
+
+    first = event(b'{\\"a')
+    frame = _ArgumentFrame.of(first, json.loads(first[6:]))
+    assert frame is not None and frame.index == 3 and frame.match(first) == '{"a'
+    for text in ['{"a": "\u00e9\\"}', "\\", '"', "\u2028 é 😀 \\u0000 \x00\t", "", "x" * 5000, "}"]:
+        variant = event(json.dumps(text).encode()[1:-1])
+        assert {"index": 3, "function": {"arguments": frame.match(variant)}} == whole(variant) == {"index": 3, "function": {"arguments": text}}
+    # not the same chunk with other text: parsed whole instead (or refused by the parser)
+    for other in [event(b"a", index=b"4"), event(b"a", extra=b', "obfuscation": "x"'), event(b'a", "b'),
+                  event(b"a\\"), event(b"line\nbreak"), event(b"\\x"), event(b"\\ud800"), event(b"a") + b" ", event(b"a") + b"}"]:
+        assert frame.match(other) is None
+    # the same chunk for another call: the next call's first text
+    for index in (b"4", b"0", b"1234567"):
+        variant = event(b"xy", index=index)
+        again = frame.reindexed(variant)
+        assert {"index": again.index, "function": {"arguments": again.match(variant)}} == whole(variant) == {"index": int(index), "function": {"arguments": "xy"}}
+    for index in (b"04", b"-1", b"4.0", b"4e0", b"4 ", b'"4"', b"null"):
+        again = frame.reindexed(event(b"xy", index=index))
+        assert again is None or again.match(event(b"xy", index=index)) is None
+    text_first = event(b"a").replace(b'{"index": 3, "function": {"arguments": "a"}}', b'{"function": {"arguments": "a"}, "index": 3}')
+    assert _ArgumentFrame.of(text_first, json.loads(text_first[6:])).head is None  # the index after the text: not moved
+    # frames a template is never made of: a new call (id, name), a key written with escapes, "arguments" twice
+    head = event(b"").replace(b'"function": {', b'"id": "call_1", "function": {"name": "f", ')
+    escaped = event(b"a").replace(b'"id": "chatcmpl-1"', b'"\\u0069d": "chatcmpl-1"')
+    twice = event(b"a").replace(b'"model": "m"', b'"model": "arguments"')
+    for refused in (head, escaped, twice):
+        assert _ArgumentFrame.of(refused, json.loads(refused[6:])) is None

@@ -10,11 +10,13 @@ A reply of 1,000 tool calls streams as ~7,000 chunks, so whatever is done per ch
   timer that is re-armed only when it fires, not at every chunk;
 - only chunks that carry text or new metadata are kept for langchain's merge; the tool calls
   are assembled from the fragments above (`CallWatcher.reply`);
-- with a `ChatOpenAI` model and nothing listening to callbacks, the OpenAI SDK hands over the
-  chunks as plain dicts (`AsyncStream[object]`: no pydantic object per chunk) and a chunk that
-  is only argument text goes straight to the watcher; every other chunk (the first, text,
-  finish reason, usage) goes through langchain-openai's own conversion, so the reply's text and
-  metadata are exactly what `ChatOpenAI._astream` gives.
+- with a `ChatOpenAI` model and nothing listening to callbacks, toolrail reads the SSE stream
+  itself (`_openai_chunks`: one generator, a batch per network read, no pydantic object per
+  chunk); a chunk that is only argument text goes straight to the watcher — most of them
+  recognised by their bytes around the text (`_ArgumentFrame`), only the text's JSON string
+  decoded — and every other chunk (the first, text, finish reason, usage) goes through
+  langchain-openai's own conversion, so the reply's text and metadata are exactly what
+  `ChatOpenAI._astream` gives.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import json
 import math
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -89,8 +92,13 @@ class _Call:
         self.depth, self.in_string, self.escaped = depth, in_string, skip == len(text)
         if not closed:
             return False
+        text = self.arguments
         try:  # nothing may follow the closing brace, and it must be an object
-            return isinstance(json.loads(self.arguments), dict)
+            return isinstance(_loads(text), dict)
+        except ValueError:  # what orjson refuses and json may take (NaN, huge integers, lone surrogates, deep nesting)
+            pass
+        try:
+            return isinstance(json.loads(text), dict)
         except (ValueError, RecursionError):
             return False
 
@@ -117,6 +125,7 @@ class CallWatcher:
         self.kept: list[BaseMessage] = []  # chunks with text or metadata, for the final message
         self._seen_metadata: dict[str, Any] = {}
         self._first_id: Any = None
+        self._merged = False  # kept[0] is an `AIMessageChunk`: later chunks are kept only if they add something
 
     @property
     def stop(self) -> bool:
@@ -130,9 +139,9 @@ class CallWatcher:
         if fragments:
             for fragment in fragments:
                 key, args = fragment.get("index", 0), fragment.get("args")
-                call = self.calls.get(key) if key == self.current else None
-                if call is not None and args and not fragment.get("name") and not fragment.get("id"):
-                    call.pieces.append(args)  # the usual fragment: more text for the call being streamed
+                if key == self.current and args and not fragment.get("name") and not fragment.get("id"):
+                    call = self.calls[key]  # the usual fragment: more text for the call being streamed
+                    call.pieces.append(args)
                     call.size += len(args)
                     if call.size > self._max_bytes:
                         self.too_big = True
@@ -143,20 +152,49 @@ class CallWatcher:
                 self.add(key, fragment.get("id"), fragment.get("name"), args)
                 if self.too_many or self.too_big:
                     return
-        if not self.kept or not isinstance(message, AIMessageChunk) or not isinstance(self.kept[0], AIMessageChunk):
-            if not self.kept:
-                self._first_id = message.id
-            self.kept.append(message)
-        elif self._carries_more(message):
-            self.kept.append(message)
+        if self._merged and isinstance(message, AIMessageChunk):
+            if not (message.content or message.usage_metadata or message.id or message.additional_kwargs
+                    or message.response_metadata):
+                return  # only fragments (a generic model's usual chunk)
+            if not self._carries_more(message):
+                return
+        elif not self.kept:
+            self._first_id = message.id
+            self._merged = isinstance(message, AIMessageChunk)
+        self.kept.append(message)
 
     def feed_openai(self, deltas: list[dict[str, Any]]) -> None:
-        """The `tool_calls` of one OpenAI chunk's delta, as the SDK parsed them (dicts)."""
+        """The `tool_calls` entries of OpenAI chunks' deltas, in order, as the SDK parses them (dicts)."""
         for delta in deltas:
             function = delta.get("function") or {}
-            self.add(delta.get("index", 0), delta.get("id"), function.get("name"), function.get("arguments"))
+            key, args = delta.get("index", 0), function.get("arguments")
+            if key == self.current and args and not delta.get("id") and not function.get("name"):
+                call = self.calls[key]  # the usual entry: more text for the call being streamed (as `add` does)
+                call.pieces.append(args)
+                call.size += len(args)
+                if call.size > self._max_bytes:
+                    self.too_big = True
+                    return
+                if "}" in args and not call.done and self.on_complete is not None and call.closed():
+                    self._complete(call)
+                continue
+            self.add(key, delta.get("id"), function.get("name"), args)
             if self.too_many or self.too_big:
                 return
+
+    def feed_text(self, key: Any, text: str) -> None:
+        """The argument text of an OpenAI chunk that carries only text for call `key` (no id, no
+        name): what `feed_openai` does with its entry, without the entry."""
+        if key != self.current:
+            return self.add(key, None, None, text)
+        if text:
+            call = self.calls[key]
+            call.pieces.append(text)
+            call.size += len(text)
+            if call.size > self._max_bytes:
+                self.too_big = True
+            elif "}" in text and not call.done and self.on_complete is not None and call.closed():
+                self._complete(call)
 
     def add(self, key: Any, call_id: str | None, name: str | None, args: str | None) -> None:
         call = self.calls.get(key)
@@ -316,16 +354,30 @@ async def stream_reply(model: Any, prompt: list[BaseMessage], config: RunnableCo
     """Stream the reply (so calls start and text shows as they are generated) under the model
     limits; the watcher assembles it. The guard wraps the chunks however they come (the OpenAI
     SDK's dicts, the model's own `_astream`, or `astream` when something listens)."""
-    chunks, generations = _chunks(model, prompt, config, watcher)
+    chunks, kind = _chunks(model, prompt, config, watcher)
+    batches, generations = kind == "batches", kind == "generations"
     got_any = False
     async with StreamGuard(limits, run_deadline) as guard:
-        clock = guard.loop.time
+        # asyncio's own loop clock is time.monotonic: called directly, a Python frame less per chunk
+        clock = time.monotonic if type(guard.loop).time is asyncio.BaseEventLoop.time else guard.loop.time
         try:
             async for item in chunks:
-                if item.__class__ is list:
-                    watcher.feed_openai(item)
-                elif generations:  # the model's own `_astream`: what `astream` would make of each
-                    watcher.feed(_message_of(item))
+                if batches and item.__class__ is tuple:  # a read of one frame of argument text: (call index, text)
+                    watcher.feed_text(item[0], item[1])
+                elif batches:  # `ChatOpenAI` read by toolrail: a list per network read (`_openai_chunks`)
+                    for piece in item:
+                        if piece.__class__ is tuple:  # (call index, argument text)
+                            watcher.feed_text(piece[0], piece[1])
+                        elif piece.__class__ is list:
+                            watcher.feed_openai(piece)
+                        else:
+                            watcher.feed(piece)
+                        if watcher.too_many or watcher.too_big:
+                            break
+                elif generations:  # the model's own `_astream`: what `astream` would make of each (`_message_of`)
+                    if item.generation_info:
+                        item.message.response_metadata = {**item.generation_info, **item.message.response_metadata}
+                    watcher.feed(item.message)
                 else:
                     watcher.feed(item)
                 if watcher.too_many or watcher.too_big:
@@ -357,8 +409,9 @@ def _message_of(generation: Any) -> BaseMessage:
     return message
 
 
-def _chunks(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watcher: CallWatcher) -> tuple[Any, bool]:
-    """The reply's chunks, and whether they are generations (to unwrap). When nothing listens to
+def _chunks(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watcher: CallWatcher) -> tuple[Any, str]:
+    """The reply's chunks and their kind: "messages", "generations" (to unwrap) or "batches"
+    (`_openai_chunks`: lists of messages and runs of argument text). When nothing listens to
     callbacks (no tracing, no token streaming to a client), they come straight from the chat
     model's own `_astream` (or, for `ChatOpenAI`, from the OpenAI SDK as dicts). When something
     listens (LangSmith, `stream_mode="messages"`, `astream_events`), `_listened_chunks` gives it
@@ -367,17 +420,17 @@ def _chunks(model: Any, prompt: list[BaseMessage], config: RunnableConfig, watch
     is O(fragments × calls) — 1,000 streamed calls cost it ~1.5 s."""
     unbound = _unbind(model)
     if unbound is None:
-        return model.astream(prompt, config), False
+        return model.astream(prompt, config), "messages"
     chat, kwargs = unbound
     if chat.rate_limiter is None and not _listening():
         messages = chat._convert_input(prompt).to_messages()
         if _openai_fast_path(chat, kwargs):
-            return _openai_chunks(chat, messages, kwargs), False
-        return chat._astream(messages, **kwargs), True
+            return _openai_chunks(chat, messages, kwargs), "batches"
+        return chat._astream(messages, **kwargs), "generations"
     if isinstance(model, RunnableBinding) and (model.config or model.config_factories):
-        return model.astream(prompt, config), False  # a bound config of its own: langchain merges it
+        return model.astream(prompt, config), "messages"  # a bound config of its own: langchain merges it
     listened = _listened_chunks(chat, kwargs, prompt, config, watcher)
-    return (model.astream(prompt, config), False) if listened is None else (listened, False)
+    return (model.astream(prompt, config), "messages") if listened is None else (listened, "messages")
 
 
 def _listening() -> bool:
@@ -437,16 +490,17 @@ def _listened_chunks(chat: BaseChatModel, kwargs: dict[str, Any], prompt: list[B
         last = None
         try:
             normalized = lc._normalize_messages(messages)
-            source = (_openai_chunks(chat, normalized, kwargs, every_chunk=True) if _openai_fast_path(chat, kwargs)
-                      else chat._astream(normalized, **kwargs))
+            batched = _openai_fast_path(chat, kwargs)
+            source = _openai_chunks(chat, normalized, kwargs, every_chunk=True) if batched else chat._astream(normalized, **kwargs)
             try:
-                async for chunk in source:
-                    if chunk.message.id is None:
-                        chunk.message.id = message_id
-                    chunk.message.response_metadata = lc._gen_info_and_msg_metadata(chunk)
-                    await run.on_llm_new_token(chunk.message.content, chunk=chunk)
-                    last = chunk.message
-                    yield chunk.message
+                async for item in source:
+                    for chunk in item if batched else (item,):
+                        if chunk.message.id is None:
+                            chunk.message.id = message_id
+                        chunk.message.response_metadata = lc._gen_info_and_msg_metadata(chunk)
+                        await run.on_llm_new_token(chunk.message.content, chunk=chunk)
+                        last = chunk.message
+                        yield chunk.message
             finally:
                 await source.aclose()  # a limit that cuts the stream closes the HTTP response now
             if isinstance(last, AIMessageChunk) and not last.chunk_position:
@@ -488,12 +542,26 @@ def _openai_fast_path(chat: BaseChatModel, kwargs: dict[str, Any]) -> bool:
     return not chat._use_responses_api({**kwargs, **chat.model_kwargs})
 
 
-async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[str, Any], every_chunk: bool = False) -> AsyncIterator[Any]:
-    """`BaseChatOpenAI._astream` without an object per chunk: the same request and error
-    handling; a chunk that is only tool-call argument text is yielded as its raw `tool_calls`
-    list; every other chunk becomes the message langchain-openai itself makes of it. With
-    `every_chunk` (someone listens to each token), every chunk is yielded as langchain-openai's
-    own `ChatGenerationChunk` — what `_astream` gives, without the SDK's object per chunk."""
+async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[str, Any], every_chunk: bool = False) -> AsyncIterator[list[Any]]:
+    """`BaseChatOpenAI._astream` without an object per chunk, a batch per network read: the same
+    request and error handling; each batch is a list in stream order, where a run of chunks that
+    are only tool-call argument text is one list of their raw `tool_calls` entries, a chunk
+    recognised by its bytes (below) is a `(call index, text)` pair, and every other chunk is the
+    message langchain-openai itself makes of it; a read that is one recognised chunk is yielded
+    as its pair, not in a list. With `every_chunk` (someone
+    listens to each token), every chunk is langchain-openai's own `ChatGenerationChunk` — what
+    `_astream` gives, without the SDK's object per chunk.
+
+    The SSE stream is read here, with the SDK's errors (`APIError` for an error payload,
+    `APITimeoutError` / `APIConnectionError` for a broken read), but split with bytes operations
+    instead of the SDK's line-by-line decoder, and in this one generator: a step of an async
+    generator costs about as much as a chunk's own work, so a read that brings 20 frames costs
+    one step here and one in `stream_reply`, not 20 in each of several layers.
+
+    Most of a reply's frames are argument text that differs from the previous frame only in that
+    text (same id, model, call index, same bytes around it): `_ArgumentFrame` recognises them by
+    those bytes and decodes only the text's JSON string. Anything else (a new call, text, finish
+    reason, usage, a field that changes per chunk) is parsed whole."""
     import openai
     from openai import AsyncStream
     from langchain_openai.chat_models import base
@@ -503,26 +571,123 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
     if stream_usage:
         kwargs["stream_options"] = {"include_usage": stream_usage}
     payload = chat._get_request_payload(messages, **kwargs)
-    convert = chat._convert_chunk_to_generation_chunk
+    sorter = _ChunkSorter(chat._convert_chunk_to_generation_chunk, every_chunk)
     try:
         raw = await chat.async_client.with_raw_response.create(**payload)
-        stream = _SsePayloads(raw.http_response) if _SsePayloads.usable() else raw.parse(to=AsyncStream[object])
+        if not _sse_readable():  # an SDK without the pieces read here: its own stream of dicts
+            stream = raw.parse(to=AsyncStream[object])
+            try:
+                async for chunk in stream:
+                    batch: list[Any] = []
+                    sorter.add(chunk, batch, None)
+                    if batch:
+                        yield batch
+            finally:
+                await stream.close()
+            return
+        from openai._httpx2 import request_exceptions, timeout_exceptions
+
+        response, tail = raw.http_response, b""
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        # no content coding (an SSE stream's usual case): the raw bytes skip httpx's decoder layer
+        blocks = response.aiter_raw() if encoding in ("", "identity") else response.aiter_bytes()
+        template: _ArgumentFrame | None = None
+        prefix: bytes | None = None  # the template's pieces, as locals: most events are matched against them
+        suffix, start, stop, fixed, key = b"", 0, 0, 0, None
+        suffix_end = b""  # the suffix and the blank line that ends an event
+        # a template that recognised no frame was not worth making; after three in a row (a field
+        # that changes every chunk, one frame per call), none is made for the rest of the reply
+        matched, useless = False, 0
         try:
-            first = True
-            async for chunk in stream:
-                if not first and not every_chunk and (deltas := _only_arguments(chunk)) is not None:
-                    yield deltas
+            async for block in blocks:
+                if prefix is not None and not tail and block.endswith(suffix_end) and block.startswith(prefix):
+                    # the usual read: one frame of argument text, alone (`_ArgumentFrame.match`, inline)
+                    if block.find(b"\n") == len(block) - 2 and block.find(b"\r") < 0 and len(block) > fixed + 2:
+                        try:
+                            text = _loads(block[start:len(block) - stop - 2])
+                        except ValueError:  # not one valid JSON string: parsed whole, below
+                            pass
+                        else:
+                            matched = True
+                            yield (key, text)
+                            continue
+                data = tail + block if tail else block
+                if data.find(b"\r") >= 0:  # CRLF or CR line ends; a CR at the very end may be half of a CRLF
+                    held = data.endswith(b"\r")
+                    data = data[:-1].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + b"\r" if held else \
+                        data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                end = data.rfind(b"\n\n")  # the end of the read's last complete event
+                if end < 0:
+                    tail = data
                     continue
-                generation = convert(chunk, AIMessageChunk, {})
-                if generation is None:
-                    continue
-                first = False
-                if every_chunk:
-                    yield generation
-                    continue
-                yield _message_of(generation)
+                tail = data[end + 2:]
+                # most reads bring one event of one line; bytes.find is a memchr, `in` and split are not
+                events = data[:end].split(b"\n\n") if data.find(b"\n", 0, end) >= 0 else (data[:end],)
+                batch = []
+                run: list[Any] | None = None  # the batch's latest run of argument-only entries (parsed)
+                for event in events:
+                    if prefix is not None:  # `_ArgumentFrame.match`, inline: a (call index, text) pair per frame
+                        if event.startswith(prefix):
+                            if event.endswith(suffix) and len(event) > fixed:
+                                try:
+                                    batch.append((key, _loads(event[start:len(event) - stop])))
+                                    run = None
+                                    matched = True
+                                    continue
+                                except ValueError:  # not one valid JSON string: parsed whole
+                                    pass
+                        elif (other := template.reindexed(event)) is not None and (text := other.match(event)) is not None:
+                            template = other  # the next call's first text
+                            prefix, suffix, start, stop, fixed, key = template.pieces()
+                            suffix_end = suffix + b"\n\n"
+                            batch.append((key, text))
+                            run = None
+                            matched = True
+                            continue
+                    one_line = event.startswith(b"data: ") and event.find(b"\n") < 0
+                    if one_line:
+                        kind, body = None, event[6:]
+                    else:
+                        kind, body = _parse_event(event)
+                        if body is None:
+                            continue  # comments only (keep-alive): not a chunk
+                    if body.startswith(b"[DONE]"):
+                        if batch:
+                            yield batch
+                        if response.http_version == "HTTP/1.1":  # read to the end, so the connection is reused (as the SDK does)
+                            async for _ in blocks:
+                                pass
+                        return
+                    try:
+                        chunk = _loads(body)
+                    except ValueError:  # what orjson refuses and json takes (NaN, huge integers)
+                        chunk = json.loads(body)
+                    if kind == "error" or (chunk.__class__ is dict and chunk.get("error")):
+                        if batch:
+                            yield batch  # what came before the error is read, as with the SDK's stream
+                        error = chunk.get("error") if isinstance(chunk, dict) else None
+                        message = error.get("message") if isinstance(error, dict) else None
+                        raise openai.APIError(message=message if isinstance(message, str) and message else "An error occurred during streaming",
+                                              request=response.request, body=error)
+                    run = sorter.add(chunk, batch, run)
+                    if run is not None and one_line and useless < 3:  # argument text: the next frames may be the same but for it
+                        made = _ArgumentFrame.of(event, chunk)
+                        if made is not None:
+                            useless = 0 if matched or template is None else useless + 1
+                            template, matched = (made, False) if useless < 3 else (None, False)
+                            if template is None:
+                                prefix = None
+                            else:
+                                prefix, suffix, start, stop, fixed, key = template.pieces()
+                                suffix_end = suffix + b"\n\n"
+                if batch:
+                    yield batch
+        except timeout_exceptions() as exc:
+            raise openai.APITimeoutError(request=response.request) from exc
+        except request_exceptions() as exc:
+            raise openai.APIConnectionError(request=response.request) from exc
         finally:
-            await stream.close()
+            await response.aclose()
     except openai.BadRequestError as exc:
         base._handle_openai_bad_request(exc)
         raise
@@ -531,93 +696,178 @@ async def _openai_chunks(chat: Any, messages: list[BaseMessage], kwargs: dict[st
         raise
 
 
+def _sse_readable() -> bool:
+    """Does this OpenAI SDK have the lists of read errors `_openai_chunks` maps as the SDK does?"""
+    try:
+        from openai import _httpx2
+    except ImportError:
+        return False
+    return hasattr(_httpx2, "timeout_exceptions") and hasattr(_httpx2, "request_exceptions")
+
+
+class _ChunkSorter:
+    """Puts a parsed OpenAI chunk into its batch: once the first chunk has gone through
+    langchain-openai (role, id, model) and unless every chunk must (`every_chunk`), a chunk that
+    is only argument text joins the batch's run of `tool_calls` entries; any other becomes the
+    message (or generation) langchain-openai makes of it."""
+
+    __slots__ = ("convert", "every_chunk", "arguments_only")
+
+    def __init__(self, convert: Callable[..., Any], every_chunk: bool):
+        self.convert, self.every_chunk = convert, every_chunk
+        self.arguments_only = False
+
+    def add(self, chunk: Any, batch: list[Any], run: list[Any] | None) -> list[Any] | None:
+        """Adds the chunk; returns the batch's run of entries when the chunk joined it, else None."""
+        if self.arguments_only and (deltas := _only_arguments(chunk)) is not None:
+            if run is None:
+                run = []
+                batch.append(run)
+            run.extend(deltas)
+            return run
+        generation = self.convert(chunk, AIMessageChunk, {})
+        if generation is not None:
+            if not self.every_chunk:
+                self.arguments_only = True
+            batch.append(generation if self.every_chunk else _message_of(generation))
+        return None
+
+
 def _only_arguments(chunk: Any) -> list[dict[str, Any]] | None:
     """The chunk's `tool_calls` when that is all it carries (no text, finish reason, usage,
     logprobs), else None."""
     if chunk.__class__ is not dict or chunk.get("usage"):
         return None
     choices = chunk.get("choices")
-    if not choices or len(choices) != 1:
+    if not choices or choices.__class__ is not list or len(choices) != 1:
         return None
     choice = choices[0]
-    if choice.get("finish_reason") or choice.get("logprobs"):
+    if choice.__class__ is not dict or choice.get("finish_reason") or choice.get("logprobs"):
         return None
     delta = choice.get("delta")
-    if not delta:
+    if not delta or delta.__class__ is not dict:
         return None
     deltas = delta.get("tool_calls")
-    if not deltas:
+    if not deltas or deltas.__class__ is not list:
         return None
-    for key, value in delta.items():
-        if value and key != "tool_calls" and not (key == "role" and value == "assistant"):
-            return None
+    if len(delta) > 1:
+        for key, value in delta.items():
+            if value and key != "tool_calls" and not (key == "role" and value == "assistant"):
+                return None
     return deltas
 
 
-class _SsePayloads:
-    """The `data:` payloads of an OpenAI SSE stream, parsed — what the SDK's `AsyncStream[object]`
-    yields, with the same errors (`APIError` for an error payload, `APITimeoutError` /
-    `APIConnectionError` for a broken read), but split with bytes operations instead of the
-    SDK's line-by-line decoder (a third of the client's time on a 7,000-chunk reply)."""
+class _ArgumentFrame:
+    """An argument-only SSE event as bytes around its argument text: an event with the same
+    bytes before and after a valid JSON string is the same chunk with that string as its text,
+    so only the string is decoded (a fifth of parsing the whole chunk). When the call's index
+    is a number before the text, an event that differs only in that number too (the next call's
+    first text) is the same chunk for that call (`reindexed`).
 
-    def __init__(self, response: Any):
-        self.response = response
+    Made only when that is certain: a chunk whose one `tool_calls` entry has no id and no name
+    and whose text is a string; one `"arguments"` in the event; no backslash outside the text (so
+    no key is written with escapes, and that `"arguments"` is the entry's key); the index's digits
+    are the ones whose change changes the entry's index and nothing else (one probe, parsed)."""
 
-    @staticmethod
-    def usable() -> bool:
+    __slots__ = ("prefix", "suffix", "start", "stop", "index", "head", "mid")
+
+    def __init__(self, prefix: bytes, suffix: bytes, index: Any, head: bytes | None = None, mid: bytes | None = None):
+        self.prefix, self.suffix, self.index = prefix, suffix, index
+        self.start, self.stop = len(prefix) - 1, len(suffix) - 1  # the string's quotes are the last and first bytes of these
+        self.head, self.mid = head, mid  # the prefix before and after the index's digits (None: not known)
+
+    @classmethod
+    def of(cls, event: bytes, chunk: dict[str, Any]) -> "_ArgumentFrame | None":
+        deltas = chunk["choices"][0]["delta"]["tool_calls"]
+        if len(deltas) != 1 or deltas[0].__class__ is not dict:
+            return None
+        delta = deltas[0]
+        function = delta.get("function")
+        if function.__class__ is not dict or delta.get("id") or function.get("name"):
+            return None
+        text = function.get("arguments")
+        if text.__class__ is not str or event.count(b'"arguments"') != 1:
+            return None
+        found = _STRING_START.match(event, event.index(b'"arguments"') + len(b'"arguments"'))
+        if found is None:
+            return None
+        start = end = found.end()
+        while True:  # the string's closing quote: the first one not escaped
+            end = event.find(b'"', end)
+            if end < 0:
+                return None
+            backslashes = 0
+            while event[end - 1 - backslashes] == 92:  # a backslash
+                backslashes += 1
+            if backslashes % 2 == 0:
+                break
+            end += 1
+        prefix, suffix = event[:start], event[end:]
+        if b"\\" in prefix or b"\\" in suffix:
+            return None
         try:
-            from openai import _httpx2  # the SDK's own lists of read errors
-        except ImportError:
-            return False
-        return hasattr(_httpx2, "timeout_exceptions") and hasattr(_httpx2, "request_exceptions")
+            if _loads(event[start - 1:end + 1]) != text:
+                return None
+        except ValueError:
+            return None
+        index = delta.get("index", 0)
+        head, mid = _index_digits(event, start, chunk, index) if index.__class__ is int and index >= 0 else (None, None)
+        return cls(prefix, suffix, index, head, mid)
 
-    async def close(self) -> None:
-        await self.response.aclose()
+    def pieces(self) -> tuple[bytes, bytes, int, int, int, Any]:
+        """What `match` uses, for a caller that inlines it: prefix, suffix, where the string
+        starts and how far from the end it stops, the shortest frame, the call's index."""
+        return self.prefix, self.suffix, self.start, self.stop, self.start + self.stop + 1, self.index
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
-        import openai
-        from openai._httpx2 import request_exceptions, timeout_exceptions
-
-        response, tail = self.response, b""
-        blocks = response.aiter_bytes()
+    def match(self, event: bytes) -> str | None:
+        """The event's argument text when it is this frame with other text, else None."""
+        if not event.startswith(self.prefix) or not event.endswith(self.suffix) or len(event) <= self.start + self.stop:
+            return None
         try:
-            async for block in blocks:
-                data = tail + block if tail else block
-                if b"\r" in data:  # CRLF or CR line ends; a CR at the very end may be half of a CRLF
-                    held = data.endswith(b"\r")
-                    data = data[:-1].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + b"\r" if held else \
-                        data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-                if b"\n\n" not in data:
-                    tail = data
-                    continue
-                events = data.split(b"\n\n")
-                tail = events.pop()
-                for event in events:
-                    if event.startswith(b"data: ") and b"\n" not in event:
-                        kind, payload = None, event[6:]
-                    else:
-                        kind, payload = _parse_event(event)
-                        if payload is None:
-                            continue  # comments only (keep-alive): not a chunk
-                    if payload.startswith(b"[DONE]"):
-                        if response.http_version == "HTTP/1.1":  # read to the end, so the connection is reused (as the SDK does)
-                            async for _ in blocks:
-                                pass
-                        return
-                    try:
-                        chunk = _loads(payload)
-                    except ValueError:  # what orjson refuses and json takes (NaN, huge integers)
-                        chunk = json.loads(payload)
-                    if kind == "error" or (isinstance(chunk, dict) and chunk.get("error")):
-                        error = chunk.get("error") if isinstance(chunk, dict) else None
-                        message = error.get("message") if isinstance(error, dict) else None
-                        raise openai.APIError(message=message if isinstance(message, str) and message else "An error occurred during streaming",
-                                              request=response.request, body=error)
-                    yield chunk
-        except timeout_exceptions() as exc:
-            raise openai.APITimeoutError(request=response.request) from exc
-        except request_exceptions() as exc:
-            raise openai.APIConnectionError(request=response.request) from exc
+            text = _loads(event[self.start:len(event) - self.stop])
+        except ValueError:  # not one valid JSON string: parsed whole, as any other event
+            return None
+        return text
+
+    def reindexed(self, event: bytes) -> "_ArgumentFrame | None":
+        """This frame for another call, when the event starts as this frame with another index;
+        None otherwise. (Whether the rest is this frame's is `match`'s to say.)"""
+        head, mid = self.head, self.mid
+        if head is None or mid is None or not event.startswith(head):
+            return None
+        at = len(head)
+        end = event.find(mid, at, at + 20 + len(mid))
+        if end <= at:
+            return None
+        digits = event[at:end]
+        if not digits.isdigit() or (digits[0] == 48 and end - at > 1):  # a JSON integer: no leading zero
+            return None
+        return _ArgumentFrame(head + digits + mid, self.suffix, int(digits), head, mid)
+
+
+def _index_digits(event: bytes, start: int, chunk: dict[str, Any], index: int) -> tuple[bytes | None, bytes | None]:
+    """The event's bytes before and after the digits of the entry's index, when those come
+    before the text (which starts at `start`): the digits whose change to 7777777 turns the
+    parsed chunk into the same chunk with index 7777777."""
+    digits = str(index).encode()
+    for found in reversed(list(_INDEX_KEY.finditer(event, 0, start))):
+        at, after = found.end(), found.end() + len(digits)
+        if event[at:after] != digits:
+            continue
+        try:
+            probe = _loads(event[6:at] + b"7777777" + event[after:])
+            entry = probe["choices"][0]["delta"]["tool_calls"][0]
+        except (ValueError, LookupError, TypeError):
+            continue
+        if entry.__class__ is dict and entry.get("index") == 7777777:
+            entry["index"] = index
+            if probe == chunk:
+                return event[:at], event[after:start]
+    return None, None
+
+
+_STRING_START = re.compile(rb'[ \t\n\r]*:[ \t\n\r]*"')
+_INDEX_KEY = re.compile(rb'"index"[ \t\n\r]*:[ \t\n\r]*')
 
 
 def _parse_event(event: bytes) -> tuple[str | None, bytes | None]:

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +48,9 @@ class ScriptedReply:
     keepalive_s: float = 0.0  # streaming: first send SSE `: keep-alive` comments for this long
     line_end: str = "\n"  # streaming: how SSE lines end ("\r\n" is allowed by the SSE spec too)
     error_mid_stream: str | None = None  # streaming: after the calls, an error payload (`data: {"error": ...}`)
+    write_size: int = 0  # streaming: > 0 re-cuts the SSE bytes into HTTP chunks of this size (each its own read at the client)
+    obfuscation: bool = False  # streaming: every chunk carries a random `obfuscation` string, as OpenAI's API adds
+    gzip: bool = False  # streaming: the SSE bytes are sent gzip-coded (`Content-Encoding: gzip`), flushed frame by frame
 
 
 def call(name: str, arguments: dict | str, **kw: Any) -> ScriptedCall:
@@ -137,7 +141,7 @@ class OpenAICompatibleServer:
                 if reply.http_status != 200:
                     return self._json(reply.http_status, server.error_body(reply.http_status, "scripted error"), reply.headers)
                 if body.get("stream"):
-                    return self._stream(server.sse_frames(body, reply))
+                    return self._stream(server.sse_frames(body, reply), reply)
                 self._json(200, server.completion(body, reply))
 
             def _json(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
@@ -150,20 +154,45 @@ class OpenAICompatibleServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, frames: Iterator[tuple[str | None, float]]) -> None:
+            def _stream(self, frames: Iterator[tuple[str | None, float]], reply: ScriptedReply | None = None) -> None:
+                size = reply.write_size if reply is not None else 0
+                coder = zlib.compressobj(wbits=31) if reply is not None and reply.gzip else None
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
+                if coder is not None:
+                    self.send_header("Content-Encoding", "gzip")
                 self.end_headers()
+                pending = b""  # with `write_size`: bytes not yet sent in a chunk of that size
+
+                def send(data: bytes) -> None:
+                    nonlocal pending
+                    if not data:  # an empty chunk would end the body
+                        return
+                    if not size:
+                        return self._chunk(data)
+                    pending += data
+                    while len(pending) >= size:
+                        self._chunk(pending[:size])
+                        pending = pending[size:]
+
                 try:
                     for frame, pause in frames:
+                        if pause and pending:
+                            self._chunk(pending)
+                            pending = b""
                         time.sleep(pause)
                         if frame is None:  # scripted connection drop, mid-body
                             self.wfile.flush()
                             self.close_connection = True
                             self.connection.shutdown(socket.SHUT_RDWR)
                             return
-                        self._chunk(frame.encode())
+                        data = frame.encode()
+                        send(data if coder is None else coder.compress(data) + coder.flush(zlib.Z_SYNC_FLUSH))
+                    if coder is not None:
+                        send(coder.flush())
+                    if pending:
+                        self._chunk(pending)
                     self._chunk(b"")
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client went away mid-stream (tests kill clients on purpose)
@@ -229,7 +258,8 @@ def _sse_events(body: dict, reply: ScriptedReply) -> Iterator[tuple[str | None, 
             "created": int(time.time()), "model": body.get("model", "scripted")}
 
     def chunk(delta: dict, finish: str | None = None) -> str:
-        return json.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        extra = {"obfuscation": uuid.uuid4().hex[: 1 + len(delta) * 7 % 16]} if reply.obfuscation else {}
+        return json.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
 
     yield chunk({"role": "assistant", "content": ""}), 0.0
     for word in re.findall(r"\S*\s*", reply.content or "")[:-1]:  # word by word, exactly the content
