@@ -86,7 +86,9 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
 
     Each repeat runs every contender once, in an order rotated from repeat to repeat (no one
     always goes first, or always right after another's garbage), each from a collected heap and
-    a fresh checkpoint file; the figures are medians over the repeats."""
+    a fresh checkpoint file. Run times are medians over the repeats; a ratio is the median of
+    the ratios paired within each repeat (runs seconds apart share the machine's load, so a
+    burst of another process's work moves both sides of a pair, not one side of the figure)."""
     tools = _sleepers(seconds, sync)
     turns = [
         RecordedTurn(tool_calls=[RecordedCall(id=f"c{i}", name="pause", arguments=json.dumps({"n": i})) for i in range(n_calls)]),
@@ -120,8 +122,8 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
     figures = {"repeats": repeats, "toolrail_run_s": ours, "tool_phase_over_slowest_call": statistics.median(phase) / seconds}
     for peer in peers:
         figures[f"{peer}_run_s"] = statistics.median(runs[peer])
-        figures[f"toolrail_over_{peer}"] = ours / statistics.median(runs[peer])
-    fastest = min(peers, key=lambda p: figures[f"{p}_run_s"])
+        figures[f"toolrail_over_{peer}"] = statistics.median(a / b for a, b in zip(runs["toolrail"], runs[peer]))
+    fastest = max(peers, key=lambda p: figures[f"toolrail_over_{p}"])  # the peer toolrail compares worst with
     figures["fastest_peer"] = fastest
     figures["toolrail_over_fastest_peer"] = figures[f"toolrail_over_{fastest}"]
     return figures
@@ -130,7 +132,7 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
 def _repeats_for(n_calls: int, repeats: int) -> int:
     """More repeats where a run is short and the differences are small (a few ms of ~100)."""
     if n_calls <= 10:
-        return repeats * 5
+        return repeats * 10
     if n_calls <= 50:
         return repeats * 3
     if n_calls <= 200:
