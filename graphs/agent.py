@@ -61,6 +61,7 @@ from toolrail.nodes.sandbox import make_sandbox_node
 from toolrail.sandbox import SandboxError, make_sandbox
 from toolrail.sandbox.pool import resolve_pool_size
 from toolrail.sandbox.sessions import SandboxSessions
+from toolrail.snapshot_cache import cache_snapshots
 from toolrail.speculation import Speculation
 from toolrail.state import AgentState
 from toolrail.tools.demo import demo_tools
@@ -207,6 +208,7 @@ def build_graph(
         builder.add_conditional_edges(executor_node, on_the_loop(route_after_calls), ["planner", "ordered"])
     builder.add_edge("ordered", "planner")
     compiled = builder.compile(checkpointer=checkpointer, store=store, name="toolrail")
+    cache_snapshots(compiled.checkpointer)  # the thread's conversation is not decoded anew every turn
     return compiled.with_config(recursion_limit=limits.recursion_limit)
 
 
