@@ -64,11 +64,14 @@ class SnapshotCache:
 
 
 def _containers_copied(value: Any) -> Any:
-    """Fresh dicts and lists all the way down; everything else (messages, strings) shared."""
+    """Fresh dicts, lists and tuples all the way down; everything else (messages, strings) shared."""
     if isinstance(value, dict):
         return {k: _containers_copied(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_containers_copied(v) for v in value]
+    if isinstance(value, tuple):  # a snapshot is LangGraph's `_DeltaSnapshot` (a named tuple) around the list
+        items = [_containers_copied(v) for v in value]
+        return type(value)._make(items) if hasattr(type(value), "_make") else tuple(items)
     if isinstance(value, set):
         return set(value)
     return value
