@@ -531,9 +531,11 @@ async def bench_checkpoints(turns: int = 50, calls_per_turn: int = 2, repeats: i
     the turn computes, without the waits for the disk), each as its own ratio.
 
     Both graphs run side by side, a turn of one then the same turn of the other, after a short
-    warm-up thread each (so turn 1 is not also the process's first run); only the measured
-    thread's rows count. toolrail's own records (result journal, side-effect ledger) count too.
-    Each figure is the median over `repeats` whole conversations."""
+    warm-up thread each (so turn 1 is not also the process's first run). The long thread's last
+    `window` turns are measured interleaved with turns 1..`window` of a new thread, so that
+    early and late turns see the same load of the shared machine (measured minutes apart, a
+    change in another process's disk use reads as growth). Only the long thread's rows count
+    for bytes; toolrail's own records (result journal, side-effect ledger) count too."""
     import sqlite3
 
     script = []
@@ -563,14 +565,26 @@ async def bench_checkpoints(turns: int = 50, calls_per_turn: int = 2, repeats: i
                 for name, graph in graphs(warm_up).items():
                     await graph.ainvoke({"messages": [HumanMessage(PROMPT)]}, {"configurable": {"thread_id": "warm-up"}})
                 measured = graphs(script)
-                for t in range(turns):
-                    text = PROMPT if t == 0 else f"and then {t}"
+
+                async def turn(name: str, thread: str, t: int, into: str) -> None:
+                    gc.collect()
+                    start, cpu = time.perf_counter(), time.process_time()
+                    await measured[name].ainvoke({"messages": [HumanMessage(PROMPT if t == 0 else f"and then {t}")]},
+                                                 {"configurable": {"thread_id": thread}})
+                    per_turn_s[name].append(time.perf_counter() - start)
+                    per_turn_cpu_s[name].append(time.process_time() - cpu)
+                    timed[name][into].append((per_turn_s[name][-1], per_turn_cpu_s[name][-1]))
+
+                timed: dict[str, dict[str, list[tuple[float, float]]]] = {name: {"first": [], "last": [], "middle": []} for name in names}
+                for t in range(turns - window):  # the long thread, up to its last `window` turns
                     for name in (names if t % 2 == 0 else names[::-1]):  # alternate who goes first
-                        gc.collect()
-                        start, cpu = time.perf_counter(), time.process_time()
-                        await measured[name].ainvoke({"messages": [HumanMessage(text)]}, {"configurable": {"thread_id": "conversation"}})
-                        per_turn_s[name].append(time.perf_counter() - start)
-                        per_turn_cpu_s[name].append(time.process_time() - cpu)
+                        await turn(name, "conversation", t, "middle")
+                # Its last `window` turns, each right beside the same-numbered early turn of a new thread
+                # ("fresh"): early and late turns are measured under the same load of the shared machine.
+                for k in range(window):
+                    for name in (names if k % 2 == 0 else names[::-1]):
+                        for thread, t, into in (("fresh", k, "first"), ("conversation", turns - window + k, "last"))[::1 if k % 2 == 0 else -1]:
+                            await turn(name, thread, t, into)
             for name in names:
                 with sqlite3.connect(paths[name]) as db:
                     size = sum(db.execute("SELECT coalesce(sum(length(checkpoint)), 0) + coalesce(sum(length(metadata)), 0) FROM checkpoints"
@@ -583,10 +597,9 @@ async def bench_checkpoints(turns: int = 50, calls_per_turn: int = 2, repeats: i
                                 size += sum(len(str(value)) for row in db.execute(f"SELECT * FROM {table} WHERE {key} LIKE 'conversation%'")
                                             for value in row)
                 per_repeat.setdefault(f"{name}_bytes_per_turn", []).append(size / turns)
-                per_repeat.setdefault(f"{name}_first_turns_ms", []).extend(x * 1000 for x in per_turn_s[name][:window])
-                per_repeat.setdefault(f"{name}_last_turns_ms", []).extend(x * 1000 for x in per_turn_s[name][-window:])
-                per_repeat.setdefault(f"{name}_first_turns_cpu_ms", []).extend(x * 1000 for x in per_turn_cpu_s[name][:window])
-                per_repeat.setdefault(f"{name}_last_turns_cpu_ms", []).extend(x * 1000 for x in per_turn_cpu_s[name][-window:])
+                for into in ("first", "last"):
+                    per_repeat.setdefault(f"{name}_{into}_turns_ms", []).extend(wall * 1000 for wall, _ in timed[name][into])
+                    per_repeat.setdefault(f"{name}_{into}_turns_cpu_ms", []).extend(cpu * 1000 for _, cpu in timed[name][into])
     for key, values in per_repeat.items():  # medians over every repeat's turns (pooled), so the ratio is of the figures shown
         figures[key] = statistics.median(values)
     for name in names:

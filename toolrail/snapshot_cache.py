@@ -63,20 +63,25 @@ class SnapshotCache:
         return _containers_copied(value)
 
 
-def _containers_copied(value: Any) -> Any:
-    """Fresh dicts, lists and tuples all the way down; everything else (messages, strings) shared."""
+def _containers_copied(value: Any, depth: int = 0) -> Any:
+    """Fresh containers down to the lists a checkpoint holds (checkpoint -> channel_values ->
+    snapshot -> its list), so LangGraph may change any of them; what the lists hold (messages,
+    records) is shared, as LangGraph itself shares it between a thread's steps."""
+    if depth > COPY_DEPTH:
+        return value
     if isinstance(value, dict):
-        return {k: _containers_copied(v) for k, v in value.items()}
+        return {k: _containers_copied(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_containers_copied(v) for v in value]
+        return [_containers_copied(v, depth + 1) for v in value] if depth < COPY_DEPTH else value.copy()
     if isinstance(value, tuple):  # a snapshot is LangGraph's `_DeltaSnapshot` (a named tuple) around the list
-        items = [_containers_copied(v) for v in value]
+        items = [_containers_copied(v, depth + 1) for v in value]
         return type(value)._make(items) if hasattr(type(value), "_make") else tuple(items)
     if isinstance(value, set):
         return set(value)
     return value
 
 
+COPY_DEPTH = 3
 _MISSING = object()
 
 
