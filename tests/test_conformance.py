@@ -22,27 +22,41 @@ def suite_folder() -> Path:
     return SUITE
 
 
-def test_every_bfcl_case_passes_and_every_mutant_is_rejected(suite_folder, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "toolrail.cli", "conformance", str(suite_folder), "--json"],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path,
-    )
-    report = json.loads(done.stdout)
+@pytest.fixture(scope="module")
+def suite_runs(suite_folder, tmp_path_factory) -> dict[str, subprocess.Popen]:
+    """Both suites' `toolrail conformance` runs, started together: each is one CPU-bound process,
+    so on CI's two cores they take the time of the longer one, not of both."""
+    assert LIVE_SUITE.is_dir(), f"the BFCL live suite must be at {LIVE_SUITE}"
+    runs = {
+        name: subprocess.Popen([sys.executable, "-m", "toolrail.cli", "conformance", str(folder), "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path_factory.mktemp(name))
+        for name, folder in (("bfcl", suite_folder), ("live", LIVE_SUITE))
+    }
+    yield runs
+    for run in runs.values():
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+
+
+def _finished(run: subprocess.Popen) -> tuple[dict, int]:
+    out, err = run.communicate(timeout=900)
+    assert out, err[-2000:]
+    return json.loads(out), run.returncode
+
+
+def test_every_bfcl_case_passes_and_every_mutant_is_rejected(suite_runs):
+    report, returncode = _finished(suite_runs["bfcl"])
     assert set(report["categories"]) == {"simple_python", "multiple", "parallel", "parallel_multiple"}
     total = report["total"]
     assert total["cases"] == 1000
     assert total["failures"] == [], total["failures"][:5]
     assert total["accepted"] == total["cases"] and total["rejected"] == total["mutants"] > 5000
-    assert done.returncode == 0
+    assert returncode == 0
 
 
-def test_every_bfcl_live_java_and_javascript_case_passes_and_conflicts_are_named(tmp_path):
-    assert LIVE_SUITE.is_dir(), f"the BFCL live suite must be at {LIVE_SUITE}"
-    done = subprocess.run(
-        [sys.executable, "-m", "toolrail.cli", "conformance", str(LIVE_SUITE), "--json"],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path,
-    )
-    report = json.loads(done.stdout)
+def test_every_bfcl_live_java_and_javascript_case_passes_and_conflicts_are_named(suite_runs):
+    report, returncode = _finished(suite_runs["live"])
     categories = report["categories"]
     assert {k: v["cases"] for k, v in categories.items()} == {
         "live_simple": 258, "live_multiple": 1053, "live_parallel": 16, "live_parallel_multiple": 24,
@@ -53,7 +67,7 @@ def test_every_bfcl_live_java_and_javascript_case_passes_and_conflicts_are_named
     assert total["accepted"] == total["cases"] and total["rejected"] == total["mutants"] > 8000
     # Ground truth that contradicts its own schema is refused, named, and counted: never a crash.
     assert {"live_simple_106-63-0", "live_multiple_507-149-4", "live_multiple_964-207-0"} <= set(total["schema_conflicts"])
-    assert done.returncode == 0
+    assert returncode == 0
 
 
 def test_array_enums_compile_to_arrays_of_enum_values_and_java_types_map_as_bfcl_does():
