@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import statistics
 import tempfile
@@ -84,9 +85,11 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
                          peers: tuple[str, ...]) -> dict[str, float]:
     """One size: toolrail, ToolNode and create_agent's per-call Send, the same script and tools.
 
-    Each repeat runs every contender once, in an order rotated from repeat to repeat (no one
-    always goes first, or always right after another's garbage), each from a collected heap and
-    a fresh checkpoint file. Run times are medians over the repeats; a ratio is the median of
+    Each repeat runs every contender once, each from a collected heap and a fresh checkpoint
+    file, in the next of every possible order: each contender goes first, and right after each
+    other one, equally often. (A run leaves work behind it, the disk's queued writes among it,
+    that the next run pays for; rotating three contenders put toolrail right after
+    `create_agent` twice as often as ToolNode.) Run times are medians over the repeats; a ratio is the median of
     the ratios paired within each repeat (runs seconds apart share the machine's load, so a
     burst of another process's work moves both sides of a pair, not one side of the figure)."""
     tools = _sleepers(seconds, sync)
@@ -97,8 +100,11 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
     contenders = ("toolrail", *peers)
     runs: dict[str, list[float]] = {name: [] for name in contenders}
     phase: list[float] = []
+    orders = list(itertools.permutations(contenders))
+    if repeats < len(orders):  # too few repeats for every order: rotations, so each still goes first equally often
+        orders = [contenders[i:] + contenders[:i] for i in range(len(contenders))]
     for r in range(repeats):
-        for name in contenders[r % len(contenders):] + contenders[:r % len(contenders)]:
+        for name in orders[r % len(orders)]:
             path = folder / f"{name}-{n_calls}-{sync}-{store}-{r}.sqlite"
             async with _saver(store, path) as saver:
                 if name == "toolrail":
@@ -134,7 +140,7 @@ def _repeats_for(n_calls: int, repeats: int) -> int:
     if n_calls <= 10:
         return repeats * 10
     if n_calls <= 50:
-        return repeats * 3
+        return repeats * 4
     if n_calls <= 200:
         return repeats * 2
     return repeats
