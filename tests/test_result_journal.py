@@ -1,5 +1,5 @@
 """The SQLite result journal: what one process records, another reads back; a replaced file is
-reopened; reading a thread that never journaled anything creates nothing."""
+reopened; reading a thread that never journaled anything finds nothing; a fresh turn does not read."""
 
 from __future__ import annotations
 
@@ -16,11 +16,14 @@ async def _record(journal: SqliteResultJournal, scope: str, *call_ids: str) -> N
     await batch.close()
 
 
-async def test_reading_a_journal_that_does_not_exist_finds_nothing_and_creates_nothing(tmp_path):
+async def test_reading_a_journal_that_does_not_exist_finds_nothing_and_the_next_write_creates_it(tmp_path):
+    # (the read itself creates nothing; the file is then made in the background, while the
+    # turn's calls run, so whether it exists right after the read is a race, not checked here)
     path = tmp_path / "folder" / "effects.sqlite"
     journal = SqliteResultJournal(path)
     assert await journal.finished("thread/tools:1") == {}
-    assert not path.exists()
+    await _record(journal, "thread/tools:1", "a")
+    assert path.exists() and set(await SqliteResultJournal(path).finished("thread/tools:1")) == {"a"}
 
 
 async def test_recorded_outcomes_are_read_back_by_another_journal_on_the_same_file(tmp_path):
