@@ -51,7 +51,7 @@ BENCHMARKS = {
     "speculative": lambda quick: core.bench_speculative(),
     "validation": lambda quick: core.bench_validation(n=200 if quick else 20000),
     "streaming": lambda quick: core.bench_streaming(n_calls=50 if quick else 1000, repeats=1 if quick else 5),
-    "checkpoints": lambda quick: core.bench_checkpoints(turns=4 if quick else 50, repeats=1 if quick else 3, window=1 if quick else 3),
+    "checkpoints": lambda quick: core.bench_checkpoints(turns=4 if quick else 50, repeats=1 if quick else 3, window=1 if quick else 10),
     "graph_overhead": lambda quick: core.bench_graph_overhead(runs=2 if quick else 20),
     "json_schema_validation": lambda quick: _json_schema_validation(),
     "sandbox": lambda quick: _sandbox(quick),
@@ -157,6 +157,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"{c['toolrail_last_turns_over_first_turns_s']:.2f}",
                     f"toolrail {c['toolrail_first_turns_ms']:.1f} → {c['toolrail_last_turns_ms']:.1f} ms; "
                     f"bare {c['bare_first_turns_ms']:.1f} → {c['bare_last_turns_ms']:.1f} ms ({c['bare_last_turns_over_first_turns_s']:.2f})"))
+        if "toolrail_last_turns_over_first_turns_cpu" in c:
+            out.append(("", f"per-turn CPU time, the same windows: toolrail (bare LangGraph's after it)",
+                        f"{c['toolrail_last_turns_over_first_turns_cpu']:.2f}",
+                        f"toolrail {c['toolrail_first_turns_cpu_ms']:.1f} → {c['toolrail_last_turns_cpu_ms']:.1f} ms; "
+                        f"bare {c['bare_first_turns_cpu_ms']:.1f} → {c['bare_last_turns_cpu_ms']:.1f} ms ({c['bare_last_turns_over_first_turns_cpu']:.2f})"))
     if "json_schema_validation" in results:
         j = results["json_schema_validation"]
         peer = "jsonschema_rs" if "toolrail_over_jsonschema_rs" in j else "jsonschema"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import statistics
 import tempfile
@@ -84,9 +85,13 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
                          peers: tuple[str, ...]) -> dict[str, float]:
     """One size: toolrail, ToolNode and create_agent's per-call Send, the same script and tools.
 
-    Each repeat runs every contender once, in an order rotated from repeat to repeat (no one
-    always goes first, or always right after another's garbage), each from a collected heap and
-    a fresh checkpoint file; the figures are medians over the repeats."""
+    Each repeat runs every contender once, each from a collected heap and a fresh checkpoint
+    file, in the next of every possible order: each contender goes first, and right after each
+    other one, equally often. (A run leaves work behind it, the disk's queued writes among it,
+    that the next run pays for; rotating three contenders put toolrail right after
+    `create_agent` twice as often as ToolNode.) Run times are medians over the repeats; a ratio is the median of
+    the ratios paired within each repeat (runs seconds apart share the machine's load, so a
+    burst of another process's work moves both sides of a pair, not one side of the figure)."""
     tools = _sleepers(seconds, sync)
     turns = [
         RecordedTurn(tool_calls=[RecordedCall(id=f"c{i}", name="pause", arguments=json.dumps({"n": i})) for i in range(n_calls)]),
@@ -95,8 +100,11 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
     contenders = ("toolrail", *peers)
     runs: dict[str, list[float]] = {name: [] for name in contenders}
     phase: list[float] = []
+    orders = list(itertools.permutations(contenders))
+    if repeats < len(orders):  # too few repeats for every order: rotations, so each still goes first equally often
+        orders = [contenders[i:] + contenders[:i] for i in range(len(contenders))]
     for r in range(repeats):
-        for name in contenders[r % len(contenders):] + contenders[:r % len(contenders)]:
+        for name in orders[r % len(orders)]:
             path = folder / f"{name}-{n_calls}-{sync}-{store}-{r}.sqlite"
             async with _saver(store, path) as saver:
                 if name == "toolrail":
@@ -120,8 +128,8 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
     figures = {"repeats": repeats, "toolrail_run_s": ours, "tool_phase_over_slowest_call": statistics.median(phase) / seconds}
     for peer in peers:
         figures[f"{peer}_run_s"] = statistics.median(runs[peer])
-        figures[f"toolrail_over_{peer}"] = ours / statistics.median(runs[peer])
-    fastest = min(peers, key=lambda p: figures[f"{p}_run_s"])
+        figures[f"toolrail_over_{peer}"] = statistics.median(a / b for a, b in zip(runs["toolrail"], runs[peer]))
+    fastest = max(peers, key=lambda p: figures[f"toolrail_over_{p}"])  # the peer toolrail compares worst with
     figures["fastest_peer"] = fastest
     figures["toolrail_over_fastest_peer"] = figures[f"toolrail_over_{fastest}"]
     return figures
@@ -130,9 +138,9 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
 def _repeats_for(n_calls: int, repeats: int) -> int:
     """More repeats where a run is short and the differences are small (a few ms of ~100)."""
     if n_calls <= 10:
-        return repeats * 5
+        return repeats * 10
     if n_calls <= 50:
-        return repeats * 3
+        return repeats * 4
     if n_calls <= 200:
         return repeats * 2
     return repeats
@@ -572,15 +580,20 @@ def _planner_only(planner: Any) -> Any:
 CITIES = ("Chicago", "New York", "San Francisco")
 
 
-async def bench_checkpoints(turns: int = 50, calls_per_turn: int = 2, repeats: int = 3, window: int = 3) -> dict[str, Any]:
+async def bench_checkpoints(turns: int = 50, calls_per_turn: int = 2, repeats: int = 3, window: int = 10) -> dict[str, Any]:
     """Bytes each turn adds to the SQLite checkpoint file, toolrail vs bare LangGraph, for the same
     conversation (a user message, the calls, their results, an answer, per turn), and how a
-    turn's time grows: the median of turns 1..`window` against the median of the last `window`.
+    turn's time grows: the median of turns 1..`window` against the median of the last `window`,
+    pooled over the repeats (10 turns x 3 repeats a side: one slow fsync of the shared disk is
+    one sample of 30, not a third of the figure). Wall time, and this process's CPU time (what
+    the turn computes, without the waits for the disk), each as its own ratio.
 
     Both graphs run side by side, a turn of one then the same turn of the other, after a short
-    warm-up thread each (so turn 1 is not also the process's first run); only the measured
-    thread's rows count. toolrail's own records (result journal, side-effect ledger) count too.
-    Each figure is the median over `repeats` whole conversations."""
+    warm-up thread each (so turn 1 is not also the process's first run). The long thread's last
+    `window` turns are measured interleaved with turns 1..`window` of a new thread, so that
+    early and late turns see the same load of the shared machine (measured minutes apart, a
+    change in another process's disk use reads as growth). Only the long thread's rows count
+    for bytes; toolrail's own records (result journal, side-effect ledger) count too."""
     import sqlite3
 
     script = []
@@ -598,6 +611,7 @@ async def bench_checkpoints(turns: int = 50, calls_per_turn: int = 2, repeats: i
             paths = {name: Path(folder) / f"{name}-{r}.sqlite" for name in names}
             ledger_path = Path(folder) / f"toolrail-{r}-ledger.sqlite"
             per_turn_s: dict[str, list[float]] = {name: [] for name in names}
+            per_turn_cpu_s: dict[str, list[float]] = {name: [] for name in names}
             async with AsyncSqliteSaver.from_conn_string(str(paths["toolrail"])) as ours, \
                     AsyncSqliteSaver.from_conn_string(str(paths["bare"])) as theirs:
                 def graphs(turn_script: list) -> dict[str, Any]:
@@ -609,13 +623,26 @@ async def bench_checkpoints(turns: int = 50, calls_per_turn: int = 2, repeats: i
                 for name, graph in graphs(warm_up).items():
                     await graph.ainvoke({"messages": [HumanMessage(PROMPT)]}, {"configurable": {"thread_id": "warm-up"}})
                 measured = graphs(script)
-                for t in range(turns):
-                    text = PROMPT if t == 0 else f"and then {t}"
+
+                async def turn(name: str, thread: str, t: int, into: str) -> None:
+                    gc.collect()
+                    start, cpu = time.perf_counter(), time.process_time()
+                    await measured[name].ainvoke({"messages": [HumanMessage(PROMPT if t == 0 else f"and then {t}")]},
+                                                 {"configurable": {"thread_id": thread}})
+                    per_turn_s[name].append(time.perf_counter() - start)
+                    per_turn_cpu_s[name].append(time.process_time() - cpu)
+                    timed[name][into].append((per_turn_s[name][-1], per_turn_cpu_s[name][-1]))
+
+                timed: dict[str, dict[str, list[tuple[float, float]]]] = {name: {"first": [], "last": [], "middle": []} for name in names}
+                for t in range(turns - window):  # the long thread, up to its last `window` turns
                     for name in (names if t % 2 == 0 else names[::-1]):  # alternate who goes first
-                        gc.collect()
-                        start = time.perf_counter()
-                        await measured[name].ainvoke({"messages": [HumanMessage(text)]}, {"configurable": {"thread_id": "conversation"}})
-                        per_turn_s[name].append(time.perf_counter() - start)
+                        await turn(name, "conversation", t, "middle")
+                # Its last `window` turns, each right beside the same-numbered early turn of a new thread
+                # ("fresh"): early and late turns are measured under the same load of the shared machine.
+                for k in range(window):
+                    for name in (names if k % 2 == 0 else names[::-1]):
+                        for thread, t, into in (("fresh", k, "first"), ("conversation", turns - window + k, "last"))[::1 if k % 2 == 0 else -1]:
+                            await turn(name, thread, t, into)
             for name in names:
                 with sqlite3.connect(paths[name]) as db:
                     size = sum(db.execute("SELECT coalesce(sum(length(checkpoint)), 0) + coalesce(sum(length(metadata)), 0) FROM checkpoints"
@@ -628,12 +655,14 @@ async def bench_checkpoints(turns: int = 50, calls_per_turn: int = 2, repeats: i
                                 size += sum(len(str(value)) for row in db.execute(f"SELECT * FROM {table} WHERE {key} LIKE 'conversation%'")
                                             for value in row)
                 per_repeat.setdefault(f"{name}_bytes_per_turn", []).append(size / turns)
-                per_repeat.setdefault(f"{name}_first_turns_ms", []).extend(x * 1000 for x in per_turn_s[name][:window])
-                per_repeat.setdefault(f"{name}_last_turns_ms", []).extend(x * 1000 for x in per_turn_s[name][-window:])
+                for into in ("first", "last"):
+                    per_repeat.setdefault(f"{name}_{into}_turns_ms", []).extend(wall * 1000 for wall, _ in timed[name][into])
+                    per_repeat.setdefault(f"{name}_{into}_turns_cpu_ms", []).extend(cpu * 1000 for _, cpu in timed[name][into])
     for key, values in per_repeat.items():  # medians over every repeat's turns (pooled), so the ratio is of the figures shown
         figures[key] = statistics.median(values)
     for name in names:
         figures[f"{name}_last_turns_over_first_turns_s"] = figures[f"{name}_last_turns_ms"] / figures[f"{name}_first_turns_ms"]
+        figures[f"{name}_last_turns_over_first_turns_cpu"] = figures[f"{name}_last_turns_cpu_ms"] / figures[f"{name}_first_turns_cpu_ms"]
     figures["toolrail_over_bare_bytes_per_turn"] = figures["toolrail_bytes_per_turn"] / figures["bare_bytes_per_turn"]
     return figures
 

@@ -61,6 +61,7 @@ from toolrail.nodes.sandbox import make_sandbox_node
 from toolrail.sandbox import SandboxError, make_sandbox
 from toolrail.sandbox.pool import resolve_pool_size
 from toolrail.sandbox.sessions import SandboxSessions
+from toolrail.snapshot_cache import cache_snapshots
 from toolrail.speculation import Speculation
 from toolrail.state import AgentState
 from toolrail.tools.demo import demo_tools
@@ -83,6 +84,19 @@ def make_route_after_planner(tools: ToolRegistry, response: bool = False, rebuil
         return "validate"
 
     return route_after_planner
+
+
+def on_the_loop(route: Any) -> Any:
+    """A router as a coroutine function, so LangGraph runs it on the event loop: a sync router
+    goes to a thread pool at every step (LangGraph's default for sync callables), and waking a
+    thread costs more than the routing itself (a few dict lookups); that hop is on every turn's
+    critical path."""
+
+    @functools.wraps(route)
+    async def routed(state: AgentState) -> Any:
+        return route(state)
+
+    return routed
 
 
 def build_graph(
@@ -183,17 +197,18 @@ def build_graph(
     after_calls = ["planner", "ordered", *executors]
     builder.add_edge(START, "planner")
     if response is None:
-        builder.add_conditional_edges("planner", make_route_after_planner(tools, rebuild_sandbox=rebuild_sandbox), ["validate", *after_calls, "approve", END])
+        builder.add_conditional_edges("planner", on_the_loop(make_route_after_planner(tools, rebuild_sandbox=rebuild_sandbox)), ["validate", *after_calls, "approve", END])
     else:
         builder.add_node("answer", make_answer_check(response, max_retries))
-        builder.add_conditional_edges("planner", make_route_after_planner(tools, response=True, rebuild_sandbox=rebuild_sandbox), ["validate", "answer", *after_calls, "approve", END])
-        builder.add_conditional_edges("answer", route_after_answer, ["planner", END])
-    builder.add_conditional_edges("validate", make_route_after_validate(tools, rebuild_sandbox), [*after_calls, "approve", END])
-    builder.add_conditional_edges("approve", make_route_after_approve(tools, rebuild_sandbox), after_calls)
+        builder.add_conditional_edges("planner", on_the_loop(make_route_after_planner(tools, response=True, rebuild_sandbox=rebuild_sandbox)), ["validate", "answer", *after_calls, "approve", END])
+        builder.add_conditional_edges("answer", on_the_loop(route_after_answer), ["planner", END])
+    builder.add_conditional_edges("validate", on_the_loop(make_route_after_validate(tools, rebuild_sandbox)), [*after_calls, "approve", END])
+    builder.add_conditional_edges("approve", on_the_loop(make_route_after_approve(tools, rebuild_sandbox)), after_calls)
     for executor_node in executors:
-        builder.add_conditional_edges(executor_node, route_after_calls, ["planner", "ordered"])
+        builder.add_conditional_edges(executor_node, on_the_loop(route_after_calls), ["planner", "ordered"])
     builder.add_edge("ordered", "planner")
     compiled = builder.compile(checkpointer=checkpointer, store=store, name="toolrail")
+    cache_snapshots(compiled.checkpointer)  # the thread's conversation is not decoded anew every turn
     return compiled.with_config(recursion_limit=limits.recursion_limit)
 
 

@@ -27,6 +27,11 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 
+try:
+    from langgraph._internal._constants import CONFIG_KEY_RESUMING
+except ImportError:  # pragma: no cover - the name LangGraph has used for it throughout
+    CONFIG_KEY_RESUMING = "__pregel_resuming"
+
 from toolrail.calls import wire_id
 from toolrail.execution import AskedDuringSpeculation, CallExecutor, Outcome
 from toolrail.journal import ResultJournal
@@ -64,7 +69,12 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
         # A single call needs no journal: its result is kept by the task's own writes, exactly
         # as with one task per call. (Nor is the last call to finish recorded, for that reason.)
         journaled = journal is not None and len(calls) > 1
-        earlier = await journal.finished(scope) if journaled else {}
+        # Only a task that runs again (a resumed or retried run's first step) can find outcomes of
+        # its own: any later step runs on a checkpoint this run just made, a scope never used.
+        # Reading the journal there would put a database round trip before every turn's calls.
+        earlier = await journal.finished(scope) if journaled and may_run_again(config) else {}
+        if journaled and not earlier:
+            journal.prepare()  # the file opens (or is created) while the calls run, not after the first finishes
         batch = journal.batch(scope) if journaled else None
         outstanding = [len(calls) - len(earlier)]
 
@@ -92,6 +102,13 @@ def make_tool_runner(tools: ToolRegistry, executor: CallExecutor, speculation: S
         return {"messages": [u["messages"][0] for u in updates], "results": [u["results"][0] for u in updates]}
 
     return run_tools
+
+
+def may_run_again(config: RunnableConfig) -> bool:
+    """Whether this task may be a second attempt, with outcomes journaled by the first: LangGraph
+    marks the first step of a run that resumes a thread (after a crash, an interrupt, a replay)
+    and every retry as "resuming", and clears the mark after that first step."""
+    return bool((config.get("configurable") or {}).get(CONFIG_KEY_RESUMING, False))
 
 
 def journal_key(call: ValidatedCall) -> str:

@@ -89,3 +89,25 @@ async def test_a_long_thread_reads_back_the_whole_conversation_at_every_checkpoi
     # the first turn's output is in its own write and in the few snapshots taken since, not in ~5 checkpoints a turn
     first_output = next(m.content for m in messages if m.type == "tool")
     assert _stored_copies(tmp_path / "runs.sqlite", first_output) <= 1 + turns // TURNS_PER_SNAPSHOT
+
+
+async def test_a_long_thread_decodes_its_conversation_snapshot_once_and_reads_back_the_same(openai_server, tmp_path):
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    turns = 2 * TURNS_PER_SNAPSHOT  # past a snapshot of the conversation
+    graph, config, saver_cm = await _conversation(openai_server, tmp_path, turns)
+    try:
+        cache = graph.checkpointer.serde.loads_typed
+        hits = cache.hits
+        first = (await graph.aget_state(config)).values
+        first["messages"].clear()  # a reader may change what it got: the next one is not affected
+        second = (await graph.aget_state(config)).values
+        async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "runs.sqlite")) as fresh_saver:  # decodes everything anew
+            fresh = (await build_graph(model=client_for(openai_server), tools=_lookup_tools(), checkpointer=fresh_saver,
+                                       ledger=SqliteSideEffectLedger(tmp_path / "effects.sqlite")).aget_state(config)).values
+    finally:
+        await saver_cm.__aexit__(None, None, None)
+    assert cache.hits > hits  # the second read took the snapshot already decoded
+    assert [(m.id, m.type, m.content) for m in second["messages"]] == [(m.id, m.type, m.content) for m in fresh["messages"]]
+    assert [m.content for m in second["messages"] if m.type == "ai" and not m.tool_calls] == [f"answer {t}" for t in range(turns)]
+    assert second["results"] == fresh["results"] and second["model_calls"] == fresh["model_calls"]

@@ -57,6 +57,9 @@ class ResultJournal(ABC):
     def batch(self, scope: str) -> JournalBatch:
         return JournalBatch(self, scope)
 
+    def prepare(self) -> None:
+        """Get ready for writes in the background (a task that did not read first)."""
+
 
 class JournalBatch:
     """Group commit for one task: `record` queues, one writer flushes all that is queued."""
@@ -159,6 +162,10 @@ class SqliteResultJournal(ResultJournal):
         if self._db is None:
             loop.run_in_executor(self._thread, self._open_quietly)  # an error shows again on first write
         return _outcomes(await reading)
+
+    def prepare(self) -> None:
+        if self._db is None:
+            asyncio.get_running_loop().run_in_executor(self._thread, self._open_quietly)
 
     def _finished(self, scope: str) -> list[tuple]:
         if self._db is None and not os.path.exists(self.path):

@@ -166,3 +166,9 @@ class RecordedChatModel(BaseChatModel):
         merged = merge_chunks(chunks)  # one pass, not O(N²)
         return ChatResult(generations=[ChatGeneration(message=merged)])
 
+    async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        """Async-native like a real provider's client: without it langchain runs `_generate` on
+        a thread pool, a hop a real model's `ainvoke` does not make (benchmarks compare graphs
+        that call the model with `ainvoke` against toolrail's streaming planner)."""
+        return self._generate(messages, stop, **kwargs)
+
