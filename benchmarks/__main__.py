@@ -158,7 +158,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"toolrail {c['toolrail_first_turns_ms']:.1f} → {c['toolrail_last_turns_ms']:.1f} ms; "
                     f"bare {c['bare_first_turns_ms']:.1f} → {c['bare_last_turns_ms']:.1f} ms ({c['bare_last_turns_over_first_turns_s']:.2f})"))
         if "toolrail_last_turns_over_first_turns_cpu" in c:
-            out.append(("", f"per-turn CPU time, the same windows: toolrail (bare LangGraph's after it)",
+            out.append(("", "per-turn CPU time, the same windows: toolrail (bare LangGraph's after it)",
                         f"{c['toolrail_last_turns_over_first_turns_cpu']:.2f}",
                         f"toolrail {c['toolrail_first_turns_cpu_ms']:.1f} → {c['toolrail_last_turns_cpu_ms']:.1f} ms; "
                         f"bare {c['bare_first_turns_cpu_ms']:.1f} → {c['bare_last_turns_cpu_ms']:.1f} ms ({c['bare_last_turns_over_first_turns_cpu']:.2f})"))

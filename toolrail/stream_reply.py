@@ -140,14 +140,8 @@ class CallWatcher:
             for fragment in fragments:
                 key, args = fragment.get("index", 0), fragment.get("args")
                 if key == self.current and args and not fragment.get("name") and not fragment.get("id"):
-                    call = self.calls[key]  # the usual fragment: more text for the call being streamed
-                    call.pieces.append(args)
-                    call.size += len(args)
-                    if call.size > self._max_bytes:
-                        self.too_big = True
+                    if not self._append(self.calls[key], args):  # the usual fragment: more text for the call being streamed
                         return
-                    if "}" in args and not call.done and self.on_complete is not None and call.closed():
-                        self._complete(call)
                     continue
                 self.add(key, fragment.get("id"), fragment.get("name"), args)
                 if self.too_many or self.too_big:
@@ -169,14 +163,8 @@ class CallWatcher:
             function = delta.get("function") or {}
             key, args = delta.get("index", 0), function.get("arguments")
             if key == self.current and args and not delta.get("id") and not function.get("name"):
-                call = self.calls[key]  # the usual entry: more text for the call being streamed (as `add` does)
-                call.pieces.append(args)
-                call.size += len(args)
-                if call.size > self._max_bytes:
-                    self.too_big = True
+                if not self._append(self.calls[key], args):  # the usual entry: more text for the call being streamed
                     return
-                if "}" in args and not call.done and self.on_complete is not None and call.closed():
-                    self._complete(call)
                 continue
             self.add(key, delta.get("id"), function.get("name"), args)
             if self.too_many or self.too_big:
@@ -188,13 +176,7 @@ class CallWatcher:
         if key != self.current:
             return self.add(key, None, None, text)
         if text:
-            call = self.calls[key]
-            call.pieces.append(text)
-            call.size += len(text)
-            if call.size > self._max_bytes:
-                self.too_big = True
-            elif "}" in text and not call.done and self.on_complete is not None and call.closed():
-                self._complete(call)
+            self._append(self.calls[key], text)
 
     def add(self, key: Any, call_id: str | None, name: str | None, args: str | None) -> None:
         call = self.calls.get(key)
@@ -214,13 +196,19 @@ class CallWatcher:
         if name:
             call.name += name
         if args:
-            call.pieces.append(args)
-            call.size += len(args)
-            if call.size > self._max_bytes:
-                self.too_big = True  # validation refuses the call; the rest of the reply is not read
-                return
-            if "}" in args and not call.done and self.on_complete is not None and call.closed():
-                self._complete(call)
+            self._append(call, args)
+
+    def _append(self, call: _Call, text: str) -> bool:
+        """More argument text for `call`; False once the call is past the size limit (validation
+        refuses it and the rest of the reply is not read). Reports the call when its JSON closes."""
+        call.pieces.append(text)
+        call.size += len(text)
+        if call.size > self._max_bytes:
+            self.too_big = True
+            return False
+        if "}" in text and not call.done and self.on_complete is not None and call.closed():
+            self._complete(call)
+        return True
 
     # --- out ---------------------------------------------------------------------------------
 
