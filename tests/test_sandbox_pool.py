@@ -177,6 +177,8 @@ async def main():
     spares = pools()[0].spares
     print(json.dumps({{"pids": [s.process.pid for s in spares], "tags": [s.tag for s in spares],
                       "cgroups": [str(d) for s in spares for d in (s.cgroup.dirs if s.cgroup else [])]}}), flush=True)
+    if {how!r} != "sigint":
+        sys.stdin.readline()  # the test has seen the spares alive; only now may they go
     if {how!r} == "close_pools":
         await close_pools()
     elif {how!r} == "sigint":
@@ -191,14 +193,14 @@ def test_spares_die_with_the_pool_at_exit_close_and_ctrl_c(how):
     import json
 
     script = SPARES_THEN_EXIT.format(tests=str(ROOT / "tests"), how=how)
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen = json.loads(process.stdout.readline())
         assert len(seen["pids"]) == 2 and all(_alive(pid) for pid in seen["pids"])
         if how == "sigint":
             process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        _, stderr = process.communicate("go\n", timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
