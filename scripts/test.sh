@@ -19,8 +19,10 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,server,postgres,e2b]"
 
+# Each test has pytest-timeout's limit (pyproject); these outer limits are the last guard, so
+# that a hang outside any test (collection, interpreter exit) still ends the run.
 status=0
-.venv/bin/python -m pytest -q "$@" || status=$?
+timeout --kill-after=30 2400 .venv/bin/python -m pytest -q "$@" || status=$?
 
 if [ "$(id -u)" = 0 ] && [ -z "${TOOLRAIL_SKIP_UNPRIVILEGED_SUITE:-}" ]; then
   # The same security suite as an ordinary user. That user may not reach this checkout or our
@@ -37,7 +39,7 @@ if [ "$(id -u)" = 0 ] && [ -z "${TOOLRAIL_SKIP_UNPRIVILEGED_SUITE:-}" ]; then
   chown -R "$user" "$copy"
   chmod 755 "$copy"
   echo "--- sandbox security suite as unprivileged user $user ($(id -u "$user")) ---"
-  (cd "$copy" && runuser -u "$user" -- env HOME="$copy" TMPDIR="$copy/tmp" sh -c \
+  (cd "$copy" && timeout --kill-after=30 900 runuser -u "$user" -- env HOME="$copy" TMPDIR="$copy/tmp" sh -c \
     'mkdir -p "$TMPDIR" && exec .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_sandbox_security.py tests/test_sandbox_pool.py') || status=$?
 fi
 exit $status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -17,11 +18,17 @@ SCRUBBED = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TOOLRAIL_MODEL", "LANGSMITH_TR
 
 def toolrail(*args: str, tmp_path, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    base.update({"TOOLRAIL_DB": str(tmp_path / "runs.sqlite"), "COLUMNS": "200"}, **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "toolrail.cli", *args], cwd=tmp_path, env=base,
-        capture_output=True, text=True, timeout=timeout,
-    )
+    base.update({"TOOLRAIL_DB": str(tmp_path / "runs.sqlite"), "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"}, **(env or {}))
+    process = subprocess.Popen([sys.executable, "-m", "toolrail.cli", *args], cwd=tmp_path, env=base,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack: where it hangs
+        stdout, stderr = process.communicate()
+        pytest.fail(f"toolrail {' '.join(args)} did not end in {timeout} s\n--- stdout ---\n{stdout[-3000:]}\n"
+                    f"--- stderr (the stacks) ---\n{stderr[-20000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def test_trip_example_runs_offline_on_the_recorded_model(tmp_path):
