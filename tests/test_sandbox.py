@@ -205,6 +205,50 @@ async def test_bwrap_that_cannot_start_gives_its_reason(monkeypatch, tmp_path):
         request_cleanup()
 
 
+@pytest.mark.parametrize("stuck_launches", [1, 2])
+async def test_a_fork_stuck_before_exec_is_killed_and_tried_once_more(monkeypatch, stuck_launches):
+    """A child forked from our threaded process can hang in preexec_fn (a lock another thread
+    held at the fork). It must be killed in bounded time and the start tried once more; a second
+    stuck launch fails the start with a SandboxError. Nothing stuck is left behind, and the
+    launcher thread is free for the next start."""
+    from toolrail.sandbox import local
+
+    real_limit_launch = local._limit_launch
+    pids = Path(tempfile.mkdtemp(prefix="toolrail-test-stuck-"))
+    launches = []
+
+    def sometimes_hanging_limit_launch(*args, **kwargs):
+        launches.append(1)
+        if len(launches) > stuck_launches:
+            return real_limit_launch(*args, **kwargs)
+
+        def apply() -> None:
+            (pids / str(os.getpid())).touch()
+            time.sleep(3600)
+        return apply
+
+    monkeypatch.setattr(local, "LAUNCH_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(local, "_limit_launch", sometimes_hanging_limit_launch)
+    sb = make_sandbox("local", limits=TEST_LIMITS, pool_size=0)
+    started = time.monotonic()
+    try:
+        if stuck_launches == 2:
+            with pytest.raises(SandboxError, match="never reached exec"):
+                await sb.start()
+        else:
+            assert (await sb.run_to_end("print('second launch')")).stdout == "second launch\n"
+        assert time.monotonic() - started < 20
+    finally:
+        await sb.close()
+    stuck = [int(p.name) for p in pids.iterdir()]
+    assert len(stuck) == stuck_launches and len(launches) == 2
+    assert not any(Path(f"/proc/{pid}").exists() for pid in stuck), "stuck children were killed and reaped"
+
+    monkeypatch.setattr(local, "_limit_launch", real_limit_launch)
+    async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as fresh:
+        assert (await fresh.run_to_end("print('ok')")).stdout == "ok\n"
+
+
 def test_e2b_without_key_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("E2B_API_KEY", raising=False)
     monkeypatch.setenv("TOOLRAIL_SANDBOX", "e2b")

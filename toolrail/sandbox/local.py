@@ -32,6 +32,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -66,6 +67,11 @@ DRIVER_IN_SANDBOX = "/opt/toolrail/driver.py"
 DRIVER_ON_HOST = Path(__file__).with_name("_driver.py")
 READ_CHUNK = 64 * 1024
 START_TIMEOUT_S = 15.0
+# Fork to exec of bwrap normally takes milliseconds. Between the two, our preexec_fn runs Python
+# in a child forked from a threaded process, where a lock another thread held at the fork would
+# hold it forever: past this the child is killed and the start fails with a SandboxError, so a
+# stuck fork can never hang a run (or the interpreter's exit, which joins the launcher threads).
+LAUNCH_TIMEOUT_S = 20.0
 REQUEST_TIMEOUT_S = 60.0
 MARKER_DRAIN_S = 2.0
 TRUNCATION_NOTE = "\n[toolrail: output truncated after {n} bytes]\n"
@@ -157,6 +163,10 @@ def _partial_marker_length(data: bytes, marker: bytes) -> int:
     return 0
 
 
+class LaunchStuck(SandboxError):
+    """The forked launch child never reached its exec of bwrap (it was killed)."""
+
+
 # --- one jail process ---------------------------------------------------------------------------
 
 
@@ -186,7 +196,10 @@ class JailProcess:
     @classmethod
     async def start(cls, argv: list[str], *, pass_fds: tuple[int, ...], env: dict[str, str],
                     preexec_fn: Any) -> JailProcess:
+        launcher: list[int] = []  # the native id of the thread that forks (its children are ours)
+
         def launch() -> subprocess.Popen:
+            launcher.append(threading.get_native_id())
             return subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
                 pass_fds=pass_fds, env=env, start_new_session=True, preexec_fn=preexec_fn,
@@ -194,14 +207,16 @@ class JailProcess:
 
         launching = asyncio.get_running_loop().run_in_executor(_LAUNCHER, launch)
         try:
-            popen = await asyncio.shield(launching)
-        except asyncio.CancelledError:
-            # The fork may be under way with our fds: let it finish, then kill what it started.
-            with contextlib.suppress(BaseException):
-                late = await launching
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(late.pid, signal.SIGKILL)
-                await asyncio.to_thread(late.wait)
+            popen = await asyncio.wait_for(asyncio.shield(launching), LAUNCH_TIMEOUT_S)
+        except (asyncio.CancelledError, asyncio.TimeoutError) as exc:
+            # The fork may be under way with our fds: let it finish (killing a child stuck before
+            # its exec), then kill what it started.
+            await _abandon_launch(launching, launcher)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise LaunchStuck(
+                    f"starting bubblewrap did not finish in {LAUNCH_TIMEOUT_S:.0f} s: the forked child "
+                    "never reached exec (it was killed); try again"
+                ) from None
             raise
         loop = asyncio.get_running_loop()
         try:
@@ -269,6 +284,48 @@ class JailProcess:
 
     def close_pipes(self) -> None:
         self.stdin.close()
+
+
+async def _abandon_launch(launching: asyncio.Future, launcher: list[int]) -> None:
+    """Wait for a launch nobody wants any more, and kill what it started. A child stuck between
+    fork and exec (still our own executable) is killed first: Popen then returns and the
+    launcher thread is free again."""
+    for attempt in range(3):
+        try:
+            late = await asyncio.wait_for(asyncio.shield(launching), 2 if attempt < 2 else LAUNCH_TIMEOUT_S)
+            break
+        except asyncio.TimeoutError:
+            if launcher:
+                _kill_children_before_exec(launcher[0])
+        except BaseException:  # the launch failed (or we are cancelled again): nothing was started
+            return
+    else:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(late.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(late.pid, signal.SIGKILL)
+    await asyncio.to_thread(late.wait)
+
+
+def _kill_children_before_exec(thread_id: int) -> list[int]:
+    """SIGKILL the children forked by one of our threads that have not exec'd yet (they still
+    run our own interpreter's executable): a fork stuck in preexec_fn. Jails already started by
+    that thread run bwrap and are left alone."""
+    try:
+        ours = os.readlink("/proc/self/exe")
+        children = Path(f"/proc/self/task/{thread_id}/children").read_text().split()
+    except OSError:
+        return []
+    killed = []
+    for child in children:
+        try:
+            if os.readlink(f"/proc/{child}/exe") == ours:
+                os.kill(int(child), signal.SIGKILL)
+                killed.append(int(child))
+        except (OSError, ValueError):
+            continue
+    return killed
 
 
 # --- one interpreter process -------------------------------------------------------------------
@@ -470,12 +527,18 @@ class LocalSandbox(Sandbox):
         data_fds = _data_fds(self._jail_files())
         key = secrets.token_hex(16)
         try:
-            process = await JailProcess.start(
-                self._bwrap_argv(data_fds, write_fd, tag),
-                pass_fds=(write_fd, *data_fds.values()),
-                env=_launch_environment(),
-                preexec_fn=_limit_launch(limits, cgroup, self.identity, self.python_prefix),
-            )
+            for attempt in (1, 2):  # a fork stuck before exec is killed and tried once more
+                try:
+                    process = await JailProcess.start(
+                        self._bwrap_argv(data_fds, write_fd, tag),
+                        pass_fds=(write_fd, *data_fds.values()),
+                        env=_launch_environment(),
+                        preexec_fn=_limit_launch(limits, cgroup, self.identity, self.python_prefix),
+                    )
+                    break
+                except LaunchStuck:
+                    if attempt == 2:
+                        raise
         except BaseException as exc:
             os.close(read_fd)
             if cgroup is not None:
@@ -910,6 +973,8 @@ def _data_fds(files: dict[str, bytes]) -> dict[str, int]:
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+# Looked up here, once: the forked launch child (preexec_fn) then does no symbol lookup of its own.
+_LIBC.unshare, _LIBC.syscall  # noqa: B018
 _CLONE_NEWNS, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x00020000, 4096, 1 << 14, 1 << 18
 _SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "arm64": 219}.get(platform.machine())
 _KEYCTL_JOIN_SESSION_KEYRING = 1
