@@ -47,7 +47,8 @@ async def _sandbox(quick: bool = False) -> dict[str, Any]:
 
 BENCHMARKS = {
     "fan_out": lambda quick: core.bench_fan_out_sweep(sizes=(1, 10) if quick else core.SWEEP_SIZES,
-                                                      seconds=0.01 if quick else 0.1, repeats=1 if quick else 3),
+                                                      seconds=0.01 if quick else 0.1, repeats=1 if quick else 3,
+                                                      more_repeats_for_short_runs=not quick),
     "speculative": lambda quick: core.bench_speculative(),
     "validation": lambda quick: core.bench_validation(n=200 if quick else 20000),
     "streaming": lambda quick: core.bench_streaming(n_calls=50 if quick else 1000, repeats=1 if quick else 5),

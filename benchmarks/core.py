@@ -166,7 +166,8 @@ SWEEP_SIZES = (1, 10, 50, 200, 1000)
 
 
 async def bench_fan_out_sweep(sizes: tuple[int, ...] = SWEEP_SIZES, seconds: float = 0.1, sync_seconds: float = 0.01,
-                              repeats: int = 3, peers: tuple[str, ...] = ("toolnode", "create_agent")) -> dict[str, Any]:
+                              repeats: int = 3, peers: tuple[str, ...] = ("toolnode", "create_agent"),
+                              more_repeats_for_short_runs: bool = True) -> dict[str, Any]:
     """Every size × async/sync tools × in-memory/SQLite checkpoints, each against every peer.
 
     Sync tools sleep `sync_seconds` (10 ms): the peers run sync tools on asyncio's default
@@ -177,7 +178,7 @@ async def bench_fan_out_sweep(sizes: tuple[int, ...] = SWEEP_SIZES, seconds: flo
         for store in ("memory", "sqlite"):
             for sync in (False, True):
                 for n in sizes:
-                    reps = _repeats_for(n, repeats)
+                    reps = _repeats_for(n, repeats) if more_repeats_for_short_runs else repeats
                     key = f"{'sync' if sync else 'async'}_{store}_{n}"
                     points[key] = await _fan_out_point(n, sync_seconds if sync else seconds, sync, store, reps, Path(folder), peers)
     worst = max(points.values(), key=lambda f: f["toolrail_over_fastest_peer"])
