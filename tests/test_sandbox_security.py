@@ -681,13 +681,16 @@ def test_finding_raw_terminal_output_control_characters_are_made_visible(tmp_pat
         assert "␛[2J" in done.stdout and "␛]52;c;aGVsbG8=␇" in done.stdout and "␍" in done.stdout
 
 
-def _cli_process(tmp_path, env: dict, *args: str) -> subprocess.Popen:
+def _cli_process(tmp_path, env: dict, *args: str, sigint_ignored: bool = False) -> subprocess.Popen:
+    """`toolrail` as a subprocess; `sigint_ignored`: as a script's background job (or nohup)
+    starts it, with SIGINT ignored, so Python and asyncio install no Ctrl-C handler."""
     from test_cli import SCRUBBED
 
     base = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     base.update({"TOOLRAIL_DB": str(tmp_path / "runs.sqlite")}, **env)
+    ignore_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     return subprocess.Popen([sys.executable, "-m", "toolrail.cli", *args], cwd=tmp_path, env=base,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint)
 
 
 def _our_cgroups(pid: int) -> list[Path]:
@@ -704,17 +707,20 @@ def _wait_for(predicate, seconds: float = 60.0) -> bool:
     return False
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_finding_sigterm_teardown_leaves_no_process_cgroup_or_temp_folder(tmp_path, signum):
+@pytest.mark.parametrize("signum, sigint_ignored", [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGTERM, True)],
+                         ids=["sigterm", "sigint", "sigterm-in-a-background-job"])
+def test_finding_sigterm_teardown_leaves_no_process_cgroup_or_temp_folder(tmp_path, signum, sigint_ignored):
     """Finding: SIGTERM was not handled; jails, cgroups and temp folders stayed behind. SIGTERM
-    now takes Ctrl-C's path: everything torn down, the thread checkpointed and resumable."""
+    now takes Ctrl-C's path: everything torn down, the thread checkpointed and resumable. Also
+    when toolrail was started with SIGINT ignored (a script's background job), where asyncio
+    has no Ctrl-C handler to reuse."""
     marker = f"toolrail-term-{uuid.uuid4().hex}"
     code = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import time; time.sleep(120)', {marker!r}])"
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
     with OpenAICompatibleServer([calls(call("run_python", {"code": code, "timeout_s": 100})), answer("x")]) as server:
         env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "k", "TMPDIR": str(private_tmp)}
-        process = _cli_process(tmp_path, env, "run", "--thread", "term", "--tool-timeout", "100", "go")
+        process = _cli_process(tmp_path, env, "run", "--thread", "term", "--tool-timeout", "100", "go", sigint_ignored=sigint_ignored)
         try:
             assert _wait_for(lambda: host_processes_containing(marker)), "the cell never started"
             process.send_signal(signum)

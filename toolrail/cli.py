@@ -210,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     except GraphRecursionError as exc:  # the turn limit comes first; this is the last guard
         sys.stderr.write(f"toolrail: run stopped (turn_limit): LangGraph's step limit was reached: {str(exc).splitlines()[0]}\n")
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        if isinstance(exc, asyncio.CancelledError) and not terminated:
+            raise
         what = "terminated" if terminated else "interrupted"
         Console(stderr=True).print(f"toolrail: {what}; the run is checkpointed: continue it with --thread")
         return 143 if terminated else 130
@@ -221,14 +223,19 @@ def main(argv: list[str] | None = None) -> int:
 def _take_sigterm_like_ctrl_c(terminated: list[int]) -> None:
     """SIGTERM takes Ctrl-C's path: asyncio cancels the run, every `async with` closes (sandbox
     jails, cgroups, checkpoints), and the thread stays resumable. Installed inside the loop,
-    where asyncio.run has put its own SIGINT handler that we reuse."""
+    where asyncio.run has put its own SIGINT handler, which is reused. A process started with
+    SIGINT ignored (a background job of a script, nohup) has no such handler: SIGTERM then
+    cancels the run's task itself, and `main` reports it the same way."""
     on_sigint = signal.getsignal(signal.SIGINT)
-    if not callable(on_sigint) or on_sigint is signal.default_int_handler:
-        return
+    reuse_sigint = callable(on_sigint) and on_sigint is not signal.default_int_handler
+    loop, run = asyncio.get_running_loop(), asyncio.current_task()
 
     def on_sigterm(signum: int, frame: Any) -> None:
         terminated.append(signum)
-        on_sigint(signal.SIGINT, frame)
+        if reuse_sigint:
+            on_sigint(signal.SIGINT, frame)
+        elif run is not None:
+            loop.call_soon_threadsafe(run.cancel)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
