@@ -16,11 +16,13 @@ import random
 from typing import Annotated, Any, Literal
 
 import pytest
-from pydantic import AfterValidator, AliasChoices, AliasPath, BaseModel, BeforeValidator, Field, Json, RootModel, model_validator
+from pydantic import (AfterValidator, AliasChoices, AliasPath, BaseModel, BeforeValidator, ConfigDict, Field, GetPydanticSchema,
+                      Json, RootModel, model_validator)
+from pydantic_core import core_schema
 
 from toolrail.arguments import DEFAULT_LIMITS, ArgumentLimits, ArgumentsRejected, parse_arguments
 from toolrail.nodes.validate import validate_arguments
-from toolrail.strict_proof import kept_keys, proves_strict
+from toolrail.strict_proof import kept_keys, kept_strings, proves_strict
 from toolrail.tools.json_schema import tool_from_json_schema
 from toolrail.tools.registry import FieldError, InvalidToolCall, make_tool
 
@@ -70,6 +72,7 @@ class Trip(BaseModel):
     by_name: dict[str, Point] = {}
     ratio: float = 1.0
     prefs: dict[str, int] = {"seat": 1}  # a default with a key: counted only when the call sets it
+    remark: str | None = 'said "hi" at 10:30'  # a default string: counted only when the call sets it
 
 
 class Leg(BaseModel):
@@ -172,6 +175,7 @@ def trip(rng: random.Random) -> Obj:
         "by_name": lambda: Obj((k, point(rng)) for k in keys(rng, rng.randint(0, 2))),
         "ratio": lambda: rng.choice([0.5, 2, -1e-3]),
         "prefs": lambda: Obj((k, rng.randrange(3)) for k in keys(rng, rng.randint(0, 2))),
+        "remark": lambda: rng.choice([None, text_value(rng)]),
     }
     pairs = [("traveller", text_value(rng)), ("stops", [stop(rng) for _ in range(rng.randint(0, 3))])]
     pairs += [(name, make()) for name, make in optional.items() if rng.random() < 0.5]
@@ -196,12 +200,15 @@ def dump(value: Any, rng: random.Random) -> str:
     """JSON text of `value`, spaced and escaped at random the ways a model's output varies."""
     space = rng.choice(["", " ", "\n  "])
     if isinstance(value, Obj):
-        return "{" + ",".join(f"{space}{key_text(k, rng)}{rng.choice(['', ' '])}:{space}{dump(v, rng)}" for k, v in value) + "}"
+        return "{" + ",".join(f"{space}{key_text(k, rng)}{rng.choice(BEFORE_COLON)}:{space}{dump(v, rng)}" for k, v in value) + "}"
     if isinstance(value, list):
         return "[" + ",".join(space + dump(v, rng) for v in value) + "]"
     if isinstance(value, str) and "\\" in value:
         return '"' + value + '"'  # already escaped on purpose
     return json.dumps(value, ensure_ascii=rng.random() < 0.5)
+
+
+BEFORE_COLON = ["", "", "", " ", "\n", "\t", "\r\n "]  # JSON lets whitespace sit between a key and its colon
 
 
 def key_text(key: str, rng: random.Random) -> str:
@@ -240,7 +247,7 @@ def corpus(seed: int, count: int) -> list[str]:
 def test_nested_calls_get_the_full_strict_paths_verdict_valid_or_broken(limits):
     tool = tool_for(Trip)
     texts = corpus(seed=14, count=1500)
-    proven = 0
+    proven = proven_past_colons = 0
     kinds = set()
     for text in texts:
         expected = outcome(reference, tool, text, limits)
@@ -250,8 +257,10 @@ def test_nested_calls_get_the_full_strict_paths_verdict_valid_or_broken(limits):
         if model is not None and proves_strict(text, model, limits):
             assert expected[0] == "valid", text  # a proof only ever stands for a strict, valid call
             proven += 1
+            proven_past_colons += text.count(":") > kept_keys(model)
     assert kinds == {"valid", True, False}  # valid calls, duplicate keys, and other refusals
-    assert proven >= 100  # valid calls without colons in strings skip the second parse (a seeded corpus)
+    assert proven >= 100  # valid calls skip the second parse (a seeded corpus)
+    assert proven_past_colons >= 50  # ... also when strings hold colons (the quote and quote-colon bounds)
 
 
 def test_a_key_sent_twice_is_caught_at_every_depth():
@@ -359,6 +368,57 @@ class RootCounts(RootModel[dict[str, int]]):
     pass
 
 
+# ... or the quote count: half the quotes, less the string values taken from string tokens
+
+
+class DefaultString(BaseModel):
+    a: int
+    s: str = "at 10:30"
+
+
+class NoneIsNoString(BaseModel):
+    c: str | None
+    b: int = 0
+
+
+class BeforeMakesAString(BaseModel):
+    a: Annotated[str, BeforeValidator(str)]
+    b: int = 0
+
+
+class AfterMakesAString(BaseModel):
+    a: Annotated[int, AfterValidator(str)]
+    b: int = 0
+
+
+class AfterAddsAString(BaseModel):
+    a: Annotated[list[str], AfterValidator(lambda items: [*items, "added"])]
+    b: int = 0
+
+
+def _core(make):
+    return GetPydanticSchema(lambda source, handler: make(handler(source)))
+
+
+class Named(BaseModel):
+    s: str
+
+
+class OneChoiceUnionWithADefault(BaseModel):  # pydantic-core looks through the union for a default
+    a: Annotated[Named, _core(lambda inner: core_schema.union_schema([core_schema.with_default_schema(inner, default=Named(s="d"))]))]
+    b: int = 0
+
+
+class RefusedStringBecomesDefault(BaseModel):  # on_error="default": a refused value becomes the default, and counts as set
+    a: Annotated[str, _core(lambda inner: core_schema.with_default_schema(inner, default="d", on_error="default"))]
+    b: int = 0
+
+
+class RefusedDictBecomesDefault(BaseModel):
+    m: Annotated[dict[str, int], _core(lambda inner: core_schema.with_default_schema(inner, default={"k": 1}, on_error="default"))]
+    z: int = 0
+
+
 class ListOfRoots(BaseModel):
     items: list[RootCounts]
 
@@ -377,19 +437,56 @@ FOOLERS = [
     (JsonInAString, '{"j":"{\\"k\\"\\u003a1}","x":1,"x":2}'),  # the inner key's colon is escaped: no colon in the text
     (RootCounts, '{"a":1,"a":2}'),
     (ListOfRoots, '{"items":[{"a":1,"a":2},{"b":1}]}'),
+    (DefaultString, '{"a":1,"a":2}'),
+    (NoneIsNoString, '{"c":null,"b":1,"b":2}'),
+    (BeforeMakesAString, '{"a":5,"b":1,"b":2}'),
+    (AfterMakesAString, '{"a":5,"b":1,"b":2}'),
+    (AfterAddsAString, '{"a":[],"b":1,"b":2}'),
+    (OneChoiceUnionWithADefault, '{"b":1,"b":2}'),
+    (RefusedStringBecomesDefault, '{"a":5,"b":1,"b":2}'),
+    (RefusedDictBecomesDefault, '{"m":5,"z":1,"z":2}'),
 ]
 
 
 @pytest.mark.parametrize("model, text", FOOLERS, ids=[m.__name__ for m, _ in FOOLERS])
 def test_a_duplicate_key_is_refused_whatever_the_model_counts(model, text):
-    """Each model here keeps as many fields or keys as the text has colons although a key came
-    twice, if counted naively; the proof must not stand, and the full path refuses the call."""
+    """Each model here keeps as many fields or keys as the text has colons (or as many keys and
+    strings as half its quotes) although a key came twice, if counted naively; the proof must
+    not stand, and the full path refuses the call."""
     tool = tool_for(model)
     expected = outcome(reference, tool, text)
     assert "appears twice" in expected[1]
     assert outcome(validate_arguments, tool, text) == expected
     valid = tool.validate_json_fast(text)
     assert valid is not None  # Pydantic itself takes the text: only the strict rules refuse it
+    assert not proves_strict(text, valid, DEFAULT_LIMITS)
+
+
+class CoercedByConfig(BaseModel):
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+    a: str
+    b: int = 0
+
+
+class CoercedByField(BaseModel):
+    a: str = Field(coerce_numbers_to_str=True)
+    b: int = 0
+
+
+class HoldsACoercedModel(BaseModel):
+    inner: CoercedByConfig
+    c: int = 0
+
+
+@pytest.mark.parametrize("model, text", [
+    (CoercedByConfig, '{"a":5,"b":1,"b":2}'),
+    (CoercedByField, '{"a":5,"b":1,"b":2}'),
+    (HoldsACoercedModel, '{"inner":{"a":5},"c":1,"c":2}'),
+], ids=["config", "field", "nested-config"])
+def test_a_string_a_number_became_is_not_counted_as_a_string_token(model, text):
+    """Lax Pydantic turns a number into a str when told to: that str had no quotes in the text."""
+    valid = model.model_validate_json(text)
+    assert kept_strings(valid) == 0 and not proves_strict(text, valid, DEFAULT_LIMITS)
 
 
 def test_a_field_read_through_an_alias_path_leaves_the_depth_to_the_bracket_count():
@@ -441,3 +538,64 @@ def test_colons_inside_strings_still_leave_a_proof_and_never_hide_a_key_sent_twi
     twice = '{"traveller": "d", "legs": [{"origin": "10:30", "day": 1, "day"\n : 2}]}'
     assert outcome(validate_arguments, tool, twice) == outcome(reference, tool, twice)
     assert "appears twice" in outcome(validate_arguments, tool, twice)[1]
+
+
+def test_only_strings_the_input_set_from_string_tokens_are_counted():
+    tool = tool_for(Trip)
+    text = ('{"traveller":"d","stops":[{"stop-name":"s","tags":["a","b"],"notes":{"k":"v"}}],'
+            '"meta":{"m":["x",{"n":"y"},1]},"choice":"s","remark":null}')
+    model = tool.validate_json_fast(text)
+    # traveller, stop-name, both tags, the note, the untyped "x" and "y"; not the union's "s",
+    # not the null remark, not the defaults (remark's, the stop's "at")
+    assert kept_strings(model) == 7
+    assert kept_keys(model) + kept_strings(model) < text.count('"') // 2  # the union's string: no proof by quotes
+    assert proves_strict(text, model, DEFAULT_LIMITS)  # ... but the colons prove it
+
+
+GAPS = ["", " ", "\n", "\t", "\r\n", " \t\r\n "]  # whitespace between a key and its colon
+
+
+def itinerary_text(gap: str, legs: list[str]) -> str:
+    return f'{{"traveller"{gap}:"d",{gap}"legs"{gap}:[' + ",".join(legs) + "]}"
+
+
+def leg_text(gap: str, origin: str, day: str, extra: str = "") -> str:
+    return f'{{"origin"{gap}:"{origin}",{gap}"day"{gap}:{day}{extra}}}'
+
+
+@pytest.mark.parametrize("gap", GAPS, ids=["none", "space", "newline", "tab", "crlf", "mixed"])
+def test_strings_with_colons_are_proven_by_their_quotes_and_never_hide_a_key_sent_twice(gap):
+    tool = tool_for(Itinerary)
+    legs = [leg_text(gap, f"https://x.io/{i}?t=10:{i:02d}", str(i)) for i in range(3)]
+    text = itinerary_text(gap, legs)
+    model = tool.validate_json_fast(text)
+    assert kept_keys(model) + kept_strings(model) == text.count('"') // 2 < text.count(":")
+    assert proves_strict(text, model, DEFAULT_LIMITS)
+    twice = [
+        itinerary_text(gap, legs[:2] + [leg_text(gap, "10:30", "1", f',{gap}"day"{gap}:2')]),  # a number sent twice
+        itinerary_text(gap, legs[:2] + [leg_text(gap, "10:30", "1", f',"origin"{gap}:"11:45"')]),  # a string sent twice
+        itinerary_text(gap, legs[:2] + [leg_text(gap, "10\\u003a30", "1", f',"day"{gap}:2')]),  # an escaped colon
+        itinerary_text(gap, legs).replace('"d",', f'"d",{gap}"traveller"{gap}:"e:f",', 1),
+    ]
+    for broken_text in twice:
+        assert outcome(validate_arguments, tool, broken_text) == outcome(reference, tool, broken_text), broken_text
+        assert "appears twice" in outcome(validate_arguments, tool, broken_text)[1]
+        assert not proves_strict(broken_text, tool.validate_json_fast(broken_text), DEFAULT_LIMITS)
+
+
+class Notes(BaseModel):
+    notes: dict[str, str]
+    n: int = 0
+
+
+@pytest.mark.parametrize("text", [
+    '{"notes":{"a\\"b":"10:30","a\\"b":"x"}}',  # a key with an escaped quote, sent twice
+    '{"notes":{"a\\"b":"10:30"},"n":1,"n":2}',  # one escaped quote: half the quotes rounds down
+    '{"notes":{"a":"10:30","\\u0061":"x"}}',  # the same key spelled with an escape
+    '{"notes":{"k":"say \\"hi\\": 10:30"},"n":1,"n":2}',  # an escaped quote before a colon
+])
+def test_escaped_quotes_only_raise_the_quote_count(text):
+    tool = tool_for(Notes)
+    assert "appears twice" in outcome(reference, tool, text)[1]
+    assert outcome(validate_arguments, tool, text) == outcome(reference, tool, text)
+    assert not proves_strict(text, tool.validate_json_fast(text), DEFAULT_LIMITS)

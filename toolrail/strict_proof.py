@@ -8,7 +8,9 @@ own. For a valid call the validated model itself settles it:
 - **No duplicate key.** Every key in the text, at any depth, is followed by its own colon
   outside strings, so the text's colons bound its key count from above (and so do the pairs of a
   quote and a colon once whitespace is taken out: strings with colons, like times and URLs,
-  spoil only the first bound). The keys the model
+  spoil only the first bound). Every key and every string value is also a pair of quotes, so
+  half the text's quotes, less the string values the model provably took from string tokens,
+  bounds the keys too, whatever the whitespace and whatever colons the strings hold. The keys the model
   kept are counted from the validated tree: per model the fields set by input, per dict its
   length, through lists, tuples, nested models, unions and untyped values. A key sent twice in
   one object is kept once, so then the kept count is below the key count, below the colons.
@@ -26,6 +28,12 @@ from elsewhere (a model validator, `model_post_init`, a custom `__init__`, two f
 one key, an alias path) and a value a validator function returned count as no keys at all —
 which only ever makes the counts differ and the full check run. Functions that only check a
 value and return it unchanged (marked with `checks_only`) are looked through.
+
+The string values, likewise, must never exceed the text's string tokens: only values of a plain
+`str` schema are counted (in JSON it takes nothing but a string token, unless a schema or config
+anywhere in the model coerces numbers to strings: then none is), only where the input set them
+(fields set by input, list items, dict values, untyped JSON), never a default, a `None`, a union's
+or a validator's value. Each sits at its own place in the validated tree, so each had its own token.
 """
 
 from __future__ import annotations
@@ -58,6 +66,14 @@ def proves_strict(text: str, model: BaseModel, limits: ArgumentLimits) -> bool:
         return False
     if kept == text.count(":"):
         return True
+    # colons inside strings (times, URLs): each key and each string value holds two quotes of
+    # its own (an escaped quote only adds one), so keys <= quotes // 2 - string values
+    try:
+        strings = _strings_of(proof.strings, model)
+    except Exception:  # a value not shaped as foreseen: no string counted, the bound stays sound
+        strings = 0
+    if kept + strings == text.count('"') // 2:
+        return True
     # colons inside strings (times, URLs): with JSON's whitespace taken out (in bytes, in C), a
     # key's closing quote sits right before its colon, so quote-colon pairs bound the keys
     data = text.encode("utf-8", "surrogatepass")
@@ -71,6 +87,12 @@ def kept_keys(model: BaseModel) -> int | None:
     schema proves none."""
     count = _proof_for(type(model)).count
     return None if count is None else count(model)
+
+
+def kept_strings(model: BaseModel) -> int:
+    """The string values of the input `model` provably taken from string tokens of its text (a
+    lower bound: 0 when its schema proves none)."""
+    return _strings_of(_proof_for(type(model)).strings, model)
 
 
 def checks_only(func: Callable) -> Callable:
@@ -89,11 +111,14 @@ class _Node:
     counted, either because it holds none or because they are not provably the input's), how
     deep the input it takes can nest (None: no bound), and whether every dict and model under
     it (outside of nested models, which count themselves) comes from the input, so a value of a
-    union or an untyped field can be walked without its schema (`pure`)."""
+    union or an untyped field can be walked without its schema (`pure`). `strings` counts the
+    string values under a value that provably came from string tokens of the text, each from its
+    own: an int when it is the same for every value, 0 when none is proven (always safe)."""
 
     count: Counter | None
     depth: int | None
     pure: bool
+    strings: Counter | int = 0
 
 
 class _Unprovable(Exception):
@@ -105,6 +130,7 @@ _PROOFS: dict[type, _Node] = {}
 _CLASS_COUNTERS: dict[type, Counter] = {}  # trusted model classes: their instances' own counters
 _FIELDS_SET = attrgetter("__pydantic_fields_set__")
 _LEAF = _Node(None, 0, True)  # a scalar: no keys, no nesting
+_STRING = _Node(None, 0, True, 1)  # a plain str: in JSON, only a string token validates as one
 _OPAQUE = _Node(None, None, False)  # unknown, or a validator's own output: nothing counted, no bound
 _SCALARS = {"str", "int", "float", "bool", "none", "literal", "enum", "date", "time", "datetime", "timedelta",
             "uuid", "decimal", "bytes", "url", "multi-host-url"}
@@ -114,7 +140,8 @@ def _proof_for(model: type[BaseModel]) -> _Node:
     proof = _PROOFS.get(model)
     if proof is None:
         try:
-            proof = _Compiler().node(model.__pydantic_core_schema__)
+            schema = model.__pydantic_core_schema__
+            proof = _Compiler(count_strings=not _mentions(schema, "coerce_numbers_to_str")).node(schema)
         except Exception:  # a schema shape not foreseen proves nothing: the full check runs
             proof = _OPAQUE
         _PROOFS[model] = proof
@@ -123,6 +150,32 @@ def _proof_for(model: type[BaseModel]) -> _Node:
 
 def _fields_set_length(model: BaseModel) -> int:
     return len(model.__pydantic_fields_set__)
+
+
+def _strings_of(strings: Counter | int, value: Any) -> int:
+    return strings if type(strings) is int else strings(value)
+
+
+def _walk_strings(value: Any) -> int:
+    """The strings under an untyped value: decoded JSON, whose every str was a string token."""
+    kind = type(value)
+    if kind is str:
+        return 1
+    if kind is dict:
+        return sum(map(_walk_strings, value.values()))
+    if kind is list:
+        return sum(map(_walk_strings, value))
+    return 0
+
+
+def _mentions(schema: Any, key: str) -> bool:
+    """Does `key` hold a true value anywhere in the core schema (its definitions, configs and
+    nested schemas)?"""
+    if isinstance(schema, dict):
+        return bool(schema.get(key)) or any(_mentions(v, key) for v in schema.values())
+    if isinstance(schema, (list, tuple)):
+        return any(_mentions(v, key) for v in schema)
+    return False
 
 
 def _walk(value: Any) -> int:
@@ -140,14 +193,20 @@ def _walk(value: Any) -> int:
     return 0
 
 
+_UNTYPED = _Node(_walk, None, True, _walk_strings)  # decoded JSON, whatever its shape
+
+
 class _Compiler:
-    def __init__(self) -> None:
+    def __init__(self, count_strings: bool = True) -> None:
+        self.count_strings = count_strings  # False: a str could have been a number in the text
         self.definitions: dict[str, dict] = {}
         self.done: dict[str, _Node] = {}
         self.active: set[str] = set()
 
     def node(self, schema: dict) -> _Node:
         kind = schema.get("type")
+        if kind == "str" and self.count_strings:
+            return _STRING
         if kind in _SCALARS:
             return _LEAF if kind != "enum" and kind != "literal" or _scalar_values(schema) else _OPAQUE
         handler = getattr(self, "_" + str(kind).replace("-", "_"), None)
@@ -166,7 +225,8 @@ class _Compiler:
             return _OPAQUE
         if ref in self.active:  # recursion: counted through a late lookup, nesting unbounded, not walked
             done = self.done
-            return _Node(lambda value: (done[ref].count or _zero)(value), None, False)
+            return _Node(lambda value: (done[ref].count or _zero)(value), None, False,
+                         lambda value: _strings_of(done[ref].strings, value))
         self.active.add(ref)
         try:
             node = self.node(self.definitions[ref])
@@ -181,9 +241,10 @@ class _Compiler:
         inner = schema["schema"]
         if schema.get("root_model"):  # `root` is set, but is not a key of the input
             root = self.node(inner)
-            count = root.count
+            count, strings = root.count, root.strings
             node = _Node(None if count is None else (lambda model: count(model.root)),
-                         root.depth, root.pure)
+                         root.depth, root.pure,
+                         strings if type(strings) is int else (lambda model: strings(model.root)))
         else:
             if inner.get("type") != "model-fields" or not _one_key_per_field(inner["fields"]):
                 return _OPAQUE  # e.g. a model validator sits between
@@ -191,15 +252,34 @@ class _Compiler:
             nested = tuple((name, f.count) for name, f in fields if f.count is not None)
             depths = [f.depth for _, f in fields]
             depth = None if None in depths else 1 + max(depths, default=0)
-            node = _Node(_model_counter(nested), depth, True)
+            strings = _model_strings(
+                [(name, f.strings, not self._may_default(inner["fields"][name]["schema"], set())) for name, f in fields])
+            node = _Node(_model_counter(nested), depth, True, strings)
         # every counter compiled from the schema is sound for the values it validated, so `_walk`
         # may count an instance of this class by it (no keys proven counts none)
         _CLASS_COUNTERS.setdefault(schema["cls"], node.count or _zero)
-        return _Node(node.count, node.depth, True)
+        return _Node(node.count, node.depth, True, node.strings)
+
+    def _may_default(self, schema: Any, refs: set[str]) -> bool:
+        """Could a field of this schema take a default, so be left out of the fields set? Not
+        only a `default` on top does: a one-choice union or a reference to one gives its own
+        (pydantic-core looks through them), so any `default` within counts."""
+        if isinstance(schema, dict):
+            if schema.get("type") == "default":
+                return True
+            ref = schema.get("schema_ref")
+            if schema.get("type") == "definition-ref" and isinstance(ref, str) and ref not in refs:
+                refs.add(ref)
+                if ref not in self.definitions or self._may_default(self.definitions[ref], refs):
+                    return True
+            return any(self._may_default(v, refs) for v in schema.values())
+        if isinstance(schema, (list, tuple)):
+            return any(self._may_default(v, refs) for v in schema)
+        return False
 
     def _list(self, schema: dict) -> _Node:
-        item = self.node(schema["items_schema"]) if "items_schema" in schema else _Node(_walk, None, True)
-        return _Node(_sequence_counter(item.count), _deeper(item.depth), item.pure)
+        item = self.node(schema["items_schema"]) if "items_schema" in schema else _UNTYPED
+        return _Node(_sequence_counter(item.count), _deeper(item.depth), item.pure, _each(item.strings, len, iter))
 
     _set = _frozenset = _list
 
@@ -216,26 +296,32 @@ class _Compiler:
 
     def _dict(self, schema: dict) -> _Node:
         # keys arrive as strings: a key validator can merge keys, never add one
-        value = self.node(schema["values_schema"]) if "values_schema" in schema else _Node(_walk, None, True)
+        value = self.node(schema["values_schema"]) if "values_schema" in schema else _UNTYPED
         keys = self.node(schema["keys_schema"]) if "keys_schema" in schema else _LEAF
         depth = None if value.depth is None or keys.depth is None else 1 + value.depth
         count = value.count
+        strings = _each(value.strings, len, dict.values)  # a key validator can merge keys: fewer values
         if count is None:
-            return _Node(len, depth, value.pure)
-        return _Node(lambda d: len(d) + sum(map(count, d.values())), depth, value.pure)
+            return _Node(len, depth, value.pure, strings)
+        return _Node(lambda d: len(d) + sum(map(count, d.values())), depth, value.pure, strings)
 
     def _any(self, schema: dict) -> _Node:
-        return _Node(_walk, None, True)
+        return _UNTYPED
 
     def _nullable(self, schema: dict) -> _Node:
         inner = self.node(schema["schema"])
-        count = inner.count
-        if count is None:
+        count, strings = inner.count, inner.strings
+        if count is None and strings == 0:
             return inner
-        return _Node(lambda value: 0 if value is None else count(value), inner.depth, inner.pure)
+        return _Node(None if count is None else (lambda value: 0 if value is None else count(value)),
+                     inner.depth, inner.pure, _unless_none(strings))
 
     def _default(self, schema: dict) -> _Node:
-        # only a field the input set is counted, so a default is never walked
+        # only a field the input set is counted, so a default is never walked; but with
+        # on_error="default" a value the input set but its schema refused becomes the default
+        # (and the field counts as set): nothing about it is the input's
+        if schema.get("on_error") == "default":
+            return _OPAQUE
         return self.node(schema["schema"])
 
     def _union(self, schema: dict) -> _Node:
@@ -323,6 +409,45 @@ def _model_counter(nested: tuple[tuple[str, Counter], ...]) -> Counter:
         return total
 
     return count
+
+
+def _model_strings(fields: list[tuple[str, Counter | int, bool]]) -> Counter | int:
+    """The strings of a model's fields (name, strings, required): a required field is always set
+    by the input, so its constant counts for every instance; any other only when set."""
+    static = sum(s for _, s, required in fields if required and type(s) is int)
+    dynamic = tuple((name, s if type(s) is not int else _constant(s))
+                    for name, s, required in fields if s != 0 and not (required and type(s) is int))
+    if not dynamic:
+        return static
+
+    def strings(model: Any) -> int:
+        fields_set = model.__pydantic_fields_set__
+        total = static
+        for name, counter in dynamic:
+            if name in fields_set:
+                total += counter(model.__dict__[name])
+        return total
+
+    return strings
+
+
+def _each(strings: Counter | int, size: Callable, items: Callable) -> Counter | int:
+    """The strings of a container whose every item has `strings`."""
+    if type(strings) is int:
+        return 0 if strings == 0 else (lambda value: strings * size(value))
+    return lambda value: sum(map(strings, items(value)))
+
+
+def _unless_none(strings: Counter | int) -> Counter | int:
+    if strings == 0:
+        return 0
+    if type(strings) is int:
+        return lambda value: 0 if value is None else strings
+    return lambda value: 0 if value is None else strings(value)
+
+
+def _constant(n: int) -> Counter:
+    return lambda value: n
 
 
 def _sequence_counter(item: Counter | None) -> Counter | None:
