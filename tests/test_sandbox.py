@@ -249,6 +249,37 @@ async def test_a_fork_stuck_before_exec_is_killed_and_tried_once_more(monkeypatc
         assert (await fresh.run_to_end("print('ok')")).stdout == "ok\n"
 
 
+async def test_a_cancellation_that_arrives_with_a_sandbox_event_is_not_lost():
+    """On Python 3.11 `asyncio.wait_for` swallows a cancellation that arrives just as what it
+    waits for completes (CPython gh-86296): a pool keeper cancelled by the loop's end mid-refill
+    then ran on and waited forever, hanging the CLI's exit and a test's teardown. The sandbox's
+    waits keep the cancellation: here it arrives in the same loop step as an event."""
+    from toolrail.sandbox.local import Interpreter
+
+    queue: asyncio.Queue = asyncio.Queue()
+    interpreter = Interpreter(process=None, events=None, queue=queue, cgroup=None)  # type: ignore[arg-type]
+    seen = []
+
+    async def consume() -> None:
+        async for item in interpreter.items_until(time.monotonic() + 60):
+            seen.append(item)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0)  # the consumer now waits for its first event
+    queue.put_nowait(("stdout", b"x"))
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10)
+    assert done and task.cancelled(), "the cancellation was swallowed: the task ran on"
+
+
+def test_no_project_code_uses_asyncio_wait_for():
+    """The guard for the test above: no wait of ours may lose a cancellation."""
+    root = Path(__file__).resolve().parents[1]
+    sources = [p for folder in ("toolrail", "graphs", "nodes", "tools") for p in (root / folder).rglob("*.py")]
+    offenders = [str(p.relative_to(root)) for p in sources if "asyncio.wait_for(" in p.read_text()]
+    assert len(sources) > 20 and offenders == [], f"asyncio.wait_for loses cancellations on Python 3.11 (use asyncio.timeout): {offenders}"
+
+
 def test_e2b_without_key_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("E2B_API_KEY", raising=False)
     monkeypatch.setenv("TOOLRAIL_SANDBOX", "e2b")

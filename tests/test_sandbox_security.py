@@ -336,8 +336,10 @@ print("unshare", r.returncode)
 
 async def test_no_sandbox_process_survives_close():
     seconds = f"300.{uuid.uuid4().int % 10**9}"  # a sleep no other run on this host has
-    async with make_sandbox("local", limits=TEST_LIMITS) as sb:
-        await sb.run_to_end(f"import subprocess\nsubprocess.Popen(['sleep', {seconds!r}])")
+    # a wall clock that a loaded machine cannot hit: the run must end by itself, leaving the sleep
+    async with make_sandbox("local", limits=TEST_LIMITS.model_copy(update={"wall_timeout_s": 60.0})) as sb:
+        started = await sb.run_to_end(f"import subprocess\nsubprocess.Popen(['sleep', {seconds!r}])")
+        assert started.exit_reason == "ok", started
         assert sandbox_driver_processes(sb)
         assert host_processes_containing(f"sleep {seconds}")
     assert sandbox_driver_processes(sb) == []

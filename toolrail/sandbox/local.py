@@ -163,6 +163,17 @@ def _partial_marker_length(data: bytes, marker: bytes) -> int:
     return 0
 
 
+async def _wait_for(awaitable: Any, timeout: float) -> Any:
+    """`awaitable`'s result, or TimeoutError after `timeout` seconds. Not `asyncio.wait_for`: on
+    Python 3.11 it returns the result, swallowing the cancellation, when the task is cancelled
+    just as its awaitable completes (CPython gh-86296). A task that loses its cancellation so runs
+    on: a pool keeper cancelled by the loop's end mid-refill then waits for its next claim
+    forever, and `asyncio.run` (a CLI exit, a test's teardown) with it. `asyncio.timeout` keeps
+    an outside cancellation a cancellation."""
+    async with asyncio.timeout(timeout):
+        return await awaitable
+
+
 class LaunchStuck(SandboxError):
     """The forked launch child never reached its exec of bwrap (it was killed)."""
 
@@ -207,7 +218,7 @@ class JailProcess:
 
         launching = asyncio.get_running_loop().run_in_executor(_LAUNCHER, launch)
         try:
-            popen = await asyncio.wait_for(asyncio.shield(launching), LAUNCH_TIMEOUT_S)
+            popen = await _wait_for(asyncio.shield(launching), LAUNCH_TIMEOUT_S)
         except (asyncio.CancelledError, asyncio.TimeoutError) as exc:
             # The fork may be under way with our fds: let it finish (killing a child stuck before
             # its exec), then kill what it started.
@@ -292,7 +303,7 @@ async def _abandon_launch(launching: asyncio.Future, launcher: list[int]) -> Non
     launcher thread is free again."""
     for attempt in range(3):
         try:
-            late = await asyncio.wait_for(asyncio.shield(launching), 2 if attempt < 2 else LAUNCH_TIMEOUT_S)
+            late = await _wait_for(asyncio.shield(launching), 2 if attempt < 2 else LAUNCH_TIMEOUT_S)
             break
         except asyncio.TimeoutError:
             if launcher:
@@ -362,10 +373,10 @@ class Interpreter:
             # after every process of the namespace: then nothing of the jail is left (no cgroup
             # needed to know it, e.g. without root)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.process.wait(), 2)
+                await _wait_for(self.process.wait(), 2)
         self.process.kill()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.process.wait(), 5)
+            await _wait_for(self.process.wait(), 5)
         self.process.close_pipes()
         await asyncio.to_thread(self.cleanup)
         return self.process.returncode
@@ -381,7 +392,7 @@ class Interpreter:
         """What the pumps deliver, until `deadline` passes or the driver exits or talks garbage."""
         while (left := deadline - time.monotonic()) > 0:
             try:
-                kind, payload = await asyncio.wait_for(self.queue.get(), left)
+                kind, payload = await _wait_for(self.queue.get(), left)
             except asyncio.TimeoutError:
                 return
             yield kind, payload
@@ -667,7 +678,7 @@ class LocalSandbox(Sandbox):
                 died, deadline = True, time.monotonic() + MARKER_DRAIN_S
                 continue
             try:
-                kind, payload = await asyncio.wait_for(interpreter.queue.get(), left)
+                kind, payload = await _wait_for(interpreter.queue.get(), left)
             except asyncio.TimeoutError:
                 continue
             if kind in streams:
@@ -695,7 +706,7 @@ class LocalSandbox(Sandbox):
                 if interpreter.alive:
                     interpreter.alive = False
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(interpreter.process.wait(), 2)
+                        await _wait_for(interpreter.process.wait(), 2)
                     if interpreter.process.returncode is None:
                         await interpreter.kill()
                 died, deadline = True, time.monotonic() + MARKER_DRAIN_S
