@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 import pytest
 from pydantic import (AfterValidator, AliasChoices, AliasPath, BaseModel, BeforeValidator, ConfigDict, Field, GetPydanticSchema,
-                      Json, RootModel, model_validator)
+                      Json, RootModel, ValidationInfo, field_validator, model_validator)
 from pydantic_core import core_schema
 
 from toolrail.arguments import DEFAULT_LIMITS, ArgumentLimits, ArgumentsRejected, parse_arguments
@@ -414,6 +414,30 @@ class RefusedStringBecomesDefault(BaseModel):  # on_error="default": a refused v
     b: int = 0
 
 
+class InfoAddsAKeyToAnotherField(BaseModel):
+    a: dict[str, int] = {}
+    b: int = 0
+    z: int = 0
+
+    @field_validator("b")
+    @classmethod
+    def sneak(cls, value: int, info: ValidationInfo) -> int:
+        info.data["a"]["added"] = 0  # the fields validated so far, live
+        return value
+
+
+class InfoMakesAnotherFieldAString(BaseModel):
+    c: str | None = None
+    b: int = 0
+    z: int = 0
+
+    @field_validator("b")
+    @classmethod
+    def sneak(cls, value: int, info: ValidationInfo) -> int:
+        info.data["c"] = "made"
+        return value
+
+
 class RefusedDictBecomesDefault(BaseModel):
     m: Annotated[dict[str, int], _core(lambda inner: core_schema.with_default_schema(inner, default={"k": 1}, on_error="default"))]
     z: int = 0
@@ -445,6 +469,8 @@ FOOLERS = [
     (OneChoiceUnionWithADefault, '{"b":1,"b":2}'),
     (RefusedStringBecomesDefault, '{"a":5,"b":1,"b":2}'),
     (RefusedDictBecomesDefault, '{"m":5,"z":1,"z":2}'),
+    (InfoAddsAKeyToAnotherField, '{"a":{},"b":1,"z":1,"z":2}'),
+    (InfoMakesAnotherFieldAString, '{"c":null,"b":1,"z":1,"z":2}'),
 ]
 
 

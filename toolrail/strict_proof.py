@@ -25,8 +25,9 @@ own. For a valid call the validated model itself settles it:
 The count must never exceed the keys the text really had, or a duplicate could hide. So only
 what the schema proves comes from the input is counted: a model whose fields set could come
 from elsewhere (a model validator, `model_post_init`, a custom `__init__`, two fields reading
-one key, an alias path) and a value a validator function returned count as no keys at all —
-which only ever makes the counts differ and the full check run. Functions that only check a
+one key, an alias path, a validator given `info`, whose `info.data` holds the other fields) and
+a value a validator function returned count as no keys at all — which only ever makes the
+counts differ and the full check run. Functions that only check a
 value and return it unchanged (marked with `checks_only`) are looked through.
 
 The string values, likewise, must never exceed the text's string tokens: only values of a plain
@@ -250,6 +251,8 @@ class _Compiler:
         else:
             if inner.get("type") != "model-fields" or not _one_key_per_field(inner["fields"]):
                 return _OPAQUE  # e.g. a model validator sits between
+            if self._reads_siblings(inner["fields"], set()):
+                return _OPAQUE  # a validator given `info.data` can change what other fields hold
             fields = [(name, self.node(field["schema"])) for name, field in inner["fields"].items()]
             nested = tuple((name, f.count) for name, f in fields if f.count is not None)
             depths = [f.depth for _, f in fields]
@@ -261,6 +264,23 @@ class _Compiler:
         # may count an instance of this class by it (no keys proven counts none)
         _CLASS_COUNTERS.setdefault(schema["cls"], node.count or _zero)
         return _Node(node.count, node.depth, True, node.strings)
+
+    def _reads_siblings(self, schema: Any, refs: set[str]) -> bool:
+        """Does a validator under these fields take `info`? Its `info.data` is the dict of the
+        fields validated so far, which it can change after they were validated (only a
+        `checks_only` function is trusted not to)."""
+        if isinstance(schema, dict):
+            if schema.get("type") == "with-info" and not _checks_only(schema.get("function")):
+                return True
+            ref = schema.get("schema_ref")
+            if schema.get("type") == "definition-ref" and isinstance(ref, str) and ref not in refs:
+                refs.add(ref)
+                if ref not in self.definitions or self._reads_siblings(self.definitions[ref], refs):
+                    return True
+            return any(self._reads_siblings(v, refs) for v in schema.values())
+        if isinstance(schema, (list, tuple)):
+            return any(self._reads_siblings(v, refs) for v in schema)
+        return False
 
     def _may_default(self, schema: Any, refs: set[str]) -> bool:
         """Could a field of this schema take a default, so be left out of the fields set? Not
@@ -345,8 +365,7 @@ class _Compiler:
 
     def _function_after(self, schema: dict) -> _Node:
         inner = self.node(schema["schema"])
-        func = schema["function"]["function"]
-        if any(f in _CHECKS_ONLY for f in (func, getattr(func, "func", None)) if _hashable(f)):
+        if _checks_only(schema["function"]["function"]):
             return inner
         return _Node(None, inner.depth, False)  # the input was the inner schema's; the value is not
 
@@ -355,6 +374,10 @@ class _Compiler:
 
     def _json_or_python(self, schema: dict) -> _Node:
         return self.node(schema["json_schema"])  # the input is JSON text
+
+
+def _checks_only(func: Any) -> bool:
+    return any(f in _CHECKS_ONLY for f in (func, getattr(func, "func", None)) if _hashable(f))
 
 
 def _hashable(value: Any) -> bool:
