@@ -10,10 +10,11 @@ own. For a valid call the validated model itself settles it:
   quote and a colon once whitespace is taken out: strings with colons, like times and URLs,
   spoil only the first bound). Every key and every string value is also a pair of quotes, so
   half the text's quotes, less the string values the model provably took from string tokens,
-  bounds the keys too, whatever the whitespace and whatever colons the strings hold. The keys the model
-  kept are counted from the validated tree: per model the fields set by input, per dict its
-  length, through lists, tuples, nested models, unions and untyped values. A key sent twice in
-  one object is kept once, so then the kept count is below the key count, below the colons.
+  bounds the keys too, whatever the whitespace and whatever colons the strings hold. The keys
+  the model kept are counted from the validated tree: per model the fields set by input, per
+  dict its length, through lists, tuples, nested models, unions and untyped values. A key sent
+  twice in one object is kept once, so then the kept count is below the key count, below the
+  colons.
   Equal counts therefore prove every key was sent once. A colon inside a string only makes the
   counts differ; then the full check runs, so the shortcut never accepts more, it only skips.
 - **No NaN/Infinity.** The text holds no `N` or `I`, or at least not `NaN` or `Infinity`.
@@ -27,8 +28,8 @@ what the schema proves comes from the input is counted: a model whose fields set
 from elsewhere (a model validator, `model_post_init`, a custom `__init__`, two fields reading
 one key, an alias path, a validator given `info`, whose `info.data` holds the other fields) and
 a value a validator function returned count as no keys at all — which only ever makes the
-counts differ and the full check run. Functions that only check a
-value and return it unchanged (marked with `checks_only`) are looked through.
+counts differ and the full check run. Functions that only check a value and return it
+unchanged (marked with `checks_only`) are looked through.
 
 The string values, likewise, must never exceed the text's string tokens: only values of a plain
 `str` schema are counted (in JSON it takes nothing but a string token, unless a schema or config
@@ -258,7 +259,8 @@ class _Compiler:
             depths = [f.depth for _, f in fields]
             depth = None if None in depths else 1 + max(depths, default=0)
             strings = _model_strings(
-                [(name, f.strings, not self._may_default(inner["fields"][name]["schema"], set())) for name, f in fields])
+                [(name, f.strings, not self._may_default(inner["fields"][name]["schema"], set()))
+                 for name, f in fields])
             node = _Node(_model_counter(nested), depth, True, strings)
         # every counter compiled from the schema is sound for the values it validated, so `_walk`
         # may count an instance of this class by it (no keys proven counts none)
