@@ -111,13 +111,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"{s['speculative_s']:.2f} s vs {s['no_speculation_s']:.2f} s; fully sequential {s['sequential_s']:.2f} s"))
     if "validation" in results:
         v = results["validation"]
-        sizes = [s for s in ("small", "medium", "large") if s in v]
+        sizes = [s for s in ("small", "medium", "large", "medium_colons") if s in v]
+        label = {s: f"{v[s]['bytes']:,} B" + (" (strings with colons)" if s == "medium_colons" else "") for s in sizes}
         out.append(("validation: one valid call, raw JSON in, strict rules included (`validate_arguments`)",
                     "toolrail / plain Pydantic `model_validate_json`, by argument size",
-                    " · ".join(f"{v[s]['bytes']:,} B: {v[s]['toolrail_over_pydantic']:.2f}" for s in sizes),
+                    " · ".join(f"{label[s]}: {v[s]['toolrail_over_pydantic']:.2f}" for s in sizes),
                     "; ".join(f"{v[s]['toolrail_us']:.1f} µs vs {v[s]['pydantic_us']:.1f} µs" for s in sizes)))
         out.append(("", "toolrail / fastest JSON Schema validator, by argument size",
-                    " · ".join(f"{v[s]['bytes']:,} B: {v[s]['toolrail_over_' + v[s]['fastest_peer']]:.2f} ({PEER_NAMES[v[s]['fastest_peer']]})"
+                    " · ".join(f"{label[s]}: {v[s]['toolrail_over_' + v[s]['fastest_peer']]:.2f} ({PEER_NAMES[v[s]['fastest_peer']]})"
                                for s in sizes),
                     "; ".join(f"fastjsonschema {v[s]['fastjsonschema_us']:.1f} µs, jsonschema-rs {v[s]['jsonschema_rs_us']:.1f} µs" for s in sizes)))
     if "streaming" in results:

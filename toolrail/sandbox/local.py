@@ -222,7 +222,7 @@ class JailProcess:
         except (asyncio.CancelledError, asyncio.TimeoutError) as exc:
             # The fork may be under way with our fds: let it finish (killing a child stuck before
             # its exec), then kill what it started.
-            await _abandon_launch(launching, launcher)
+            await _abandon_launch(launching, launcher, stuck=isinstance(exc, asyncio.TimeoutError))
             if isinstance(exc, asyncio.TimeoutError):
                 raise LaunchStuck(
                     f"starting bubblewrap did not finish in {LAUNCH_TIMEOUT_S:.0f} s: the forked child "
@@ -297,10 +297,12 @@ class JailProcess:
         self.stdin.close()
 
 
-async def _abandon_launch(launching: asyncio.Future, launcher: list[int]) -> None:
+async def _abandon_launch(launching: asyncio.Future, launcher: list[int], stuck: bool = False) -> None:
     """Wait for a launch nobody wants any more, and kill what it started. A child stuck between
-    fork and exec (still our own executable) is killed first: Popen then returns and the
-    launcher thread is free again."""
+    fork and exec (still our own executable) is killed first (at once when the launch is known
+    to be `stuck`): Popen then returns and the launcher thread is free again."""
+    if stuck and launcher:
+        _kill_children_before_exec(launcher[0])
     for attempt in range(3):
         try:
             late = await _wait_for(asyncio.shield(launching), 2 if attempt < 2 else LAUNCH_TIMEOUT_S)
