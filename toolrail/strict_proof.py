@@ -271,34 +271,28 @@ class _Compiler:
         """Does a validator under these fields take `info`? Its `info.data` is the dict of the
         fields validated so far, which it can change after they were validated (only a
         `checks_only` function is trusted not to)."""
-        if isinstance(schema, dict):
-            if schema.get("type") == "with-info" and not _checks_only(schema.get("function")):
-                return True
-            ref = schema.get("schema_ref")
-            if schema.get("type") == "definition-ref" and isinstance(ref, str) and ref not in refs:
-                refs.add(ref)
-                if ref not in self.definitions or self._reads_siblings(self.definitions[ref], refs):
-                    return True
-            return any(self._reads_siblings(v, refs) for v in schema.values())
-        if isinstance(schema, (list, tuple)):
-            return any(self._reads_siblings(v, refs) for v in schema)
-        return False
+        return self._anywhere(schema, lambda node: node.get("type") == "with-info" and not _checks_only(node.get("function")), refs)
 
     def _may_default(self, schema: Any, refs: set[str]) -> bool:
         """Could a field of this schema take a default, so be left out of the fields set? Not
         only a `default` on top does: a one-choice union or a reference to one gives its own
         (pydantic-core looks through them), so any `default` within counts."""
+        return self._anywhere(schema, lambda node: node.get("type") == "default", refs)
+
+    def _anywhere(self, schema: Any, found: Callable[[dict], bool], refs: set[str]) -> bool:
+        """Is `found` true of a node anywhere within `schema`, definition references followed
+        (each once; one that cannot be followed counts as found)?"""
         if isinstance(schema, dict):
-            if schema.get("type") == "default":
+            if found(schema):
                 return True
             ref = schema.get("schema_ref")
             if schema.get("type") == "definition-ref" and isinstance(ref, str) and ref not in refs:
                 refs.add(ref)
-                if ref not in self.definitions or self._may_default(self.definitions[ref], refs):
+                if ref not in self.definitions or self._anywhere(self.definitions[ref], found, refs):
                     return True
-            return any(self._may_default(v, refs) for v in schema.values())
+            return any(self._anywhere(v, found, refs) for v in schema.values())
         if isinstance(schema, (list, tuple)):
-            return any(self._may_default(v, refs) for v in schema)
+            return any(self._anywhere(v, found, refs) for v in schema)
         return False
 
     def _list(self, schema: dict) -> _Node:
