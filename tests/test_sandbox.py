@@ -186,20 +186,27 @@ def test_missing_bwrap_says_how_to_install_it(monkeypatch):
         make_sandbox("local")
 
 
-async def test_bwrap_that_cannot_start_gives_its_reason(monkeypatch, tmp_path):
+@pytest.mark.parametrize("says, hint, not_hint", [
+    ("bwrap: No permissions to create new namespace", "Unprivileged user namespaces must be allowed", "process limit"),
+    ("bwrap: Creating new namespace failed: Resource temporarily unavailable", "The process limit was reached", "user namespaces"),
+], ids=["no-user-namespaces", "process-limit"])
+async def test_bwrap_that_cannot_start_gives_its_reason(monkeypatch, tmp_path, says, hint, not_hint):
+    """bwrap's own words, then what to do: EAGAIN is the process limit (RLIMIT_NPROC counts every
+    process and thread of the uid without root), not missing user namespaces."""
     # As root the jail starts under an unprivileged uid, which must be able to run bwrap:
     # pytest's tmp_path (mode 700) is not reachable for it, so use a world-readable folder.
     folder = Path(tempfile.mkdtemp(prefix="toolrail-test-bwrap-"))
     folder.chmod(0o755)
     request_cleanup = lambda: shutil.rmtree(folder, ignore_errors=True)  # noqa: E731
     fake = folder / "bwrap"
-    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.write_text(f"#!/bin/sh\necho '{says}' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("TOOLRAIL_BWRAP", str(fake))
-    sb = make_sandbox("local", limits=TEST_LIMITS)
+    sb = make_sandbox("local", limits=TEST_LIMITS)  # the default: the warm pool's first spare fails
     try:
-        with pytest.raises(SandboxError, match="No permissions to create new namespace"):
+        with pytest.raises(SandboxError) as failure:
             await sb.start()
+        assert says in str(failure.value) and hint in str(failure.value) and not_hint not in str(failure.value)
         await sb.close()
     finally:
         request_cleanup()

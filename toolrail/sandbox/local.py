@@ -67,6 +67,8 @@ DRIVER_IN_SANDBOX = "/opt/toolrail/driver.py"
 DRIVER_ON_HOST = Path(__file__).with_name("_driver.py")
 READ_CHUNK = 64 * 1024
 START_TIMEOUT_S = 15.0
+# how a jail's start says it hit the process limit (EAGAIN from bwrap's clone, or Python's thread start)
+_PROCESS_LIMIT_SIGNS = ("Resource temporarily unavailable", "can't start new thread")
 # Fork to exec of bwrap normally takes milliseconds. Between the two, our preexec_fn runs Python
 # in a child forked from a threaded process, where a lock another thread held at the fork would
 # hold it forever: past this the child is killed and the start fails with a SandboxError, so a
@@ -611,10 +613,22 @@ class LocalSandbox(Sandbox):
         raise SandboxError(
             "bubblewrap could not start the sandbox"
             + (f": {detail}" if detail else f" (exit code {interpreter.process.returncode})")
-            + ". Unprivileged user namespaces must be allowed (sysctl kernel.unprivileged_userns_clone=1; "
-            "on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0): the jail never runs as "
-            "host root, toolrail drops to an unprivileged uid for it (--sandbox-uid)."
+            + self._start_failure_hint(detail)
         )
+
+    def _start_failure_hint(self, detail: str) -> str:
+        """What to do about a jail that did not start. EAGAIN from a fork or a thread is the
+        process limit, not missing user namespaces: without a cgroup the cap is RLIMIT_NPROC,
+        which the kernel counts over every process and thread of the jail's host uid."""
+        if any(sign in detail for sign in _PROCESS_LIMIT_SIGNS):
+            uid = self.identity.uid if self.identity is not None else os.getuid()
+            return (f". The process limit was reached: without a cgroup the jail's cap is RLIMIT_NPROC "
+                    f"(max_processes {self.limits.max_processes} + 4), counted over every process and thread of "
+                    f"host uid {uid}, other jails and this program's own threads included; raise the sandbox "
+                    "limit max_processes, or run fewer sandboxes at once.")
+        return (". Unprivileged user namespaces must be allowed (sysctl kernel.unprivileged_userns_clone=1; "
+                "on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0): the jail never runs as "
+                "host root, toolrail drops to an unprivileged uid for it (--sandbox-uid).")
 
     async def _watch_idle(self) -> None:
         """Close an interpreter nobody used for idle_timeout_s; the next run starts fresh."""
