@@ -174,11 +174,27 @@ def _walk_strings(value: Any) -> int:
 
 def _mentions(schema: Any, key: str) -> bool:
     """Does `key` hold a true value anywhere in the core schema (its definitions, configs and
-    nested schemas)?"""
+    nested schemas, which it holds itself: no reference needs following)?"""
+    return _anywhere(schema, lambda node: bool(node.get(key)))
+
+
+def _anywhere(schema: Any, found: Callable[[dict], bool], definitions: dict | None = None,
+              refs: set[str] | None = None) -> bool:
+    """Is `found` true of a node anywhere within `schema`? With `definitions`, references are
+    followed too (each once; one that cannot be followed counts as found)."""
     if isinstance(schema, dict):
-        return bool(schema.get(key)) or any(_mentions(v, key) for v in schema.values())
+        if found(schema):
+            return True
+        ref = schema.get("schema_ref")
+        if definitions is not None and schema.get("type") == "definition-ref" and isinstance(ref, str):
+            refs = set() if refs is None else refs
+            if ref not in refs:
+                refs.add(ref)
+                if ref not in definitions or _anywhere(definitions[ref], found, definitions, refs):
+                    return True
+        return any(_anywhere(v, found, definitions, refs) for v in schema.values())
     if isinstance(schema, (list, tuple)):
-        return any(_mentions(v, key) for v in schema)
+        return any(_anywhere(v, found, definitions, refs) for v in schema)
     return False
 
 
@@ -271,29 +287,14 @@ class _Compiler:
         """Does a validator under these fields take `info`? Its `info.data` is the dict of the
         fields validated so far, which it can change after they were validated (only a
         `checks_only` function is trusted not to)."""
-        return self._anywhere(schema, lambda node: node.get("type") == "with-info" and not _checks_only(node.get("function")), refs)
+        return _anywhere(schema, lambda node: node.get("type") == "with-info" and not _checks_only(node.get("function")),
+                         self.definitions, refs)
 
     def _may_default(self, schema: Any, refs: set[str]) -> bool:
         """Could a field of this schema take a default, so be left out of the fields set? Not
         only a `default` on top does: a one-choice union or a reference to one gives its own
         (pydantic-core looks through them), so any `default` within counts."""
-        return self._anywhere(schema, lambda node: node.get("type") == "default", refs)
-
-    def _anywhere(self, schema: Any, found: Callable[[dict], bool], refs: set[str]) -> bool:
-        """Is `found` true of a node anywhere within `schema`, definition references followed
-        (each once; one that cannot be followed counts as found)?"""
-        if isinstance(schema, dict):
-            if found(schema):
-                return True
-            ref = schema.get("schema_ref")
-            if schema.get("type") == "definition-ref" and isinstance(ref, str) and ref not in refs:
-                refs.add(ref)
-                if ref not in self.definitions or self._anywhere(self.definitions[ref], found, refs):
-                    return True
-            return any(self._anywhere(v, found, refs) for v in schema.values())
-        if isinstance(schema, (list, tuple)):
-            return any(self._anywhere(v, found, refs) for v in schema)
-        return False
+        return _anywhere(schema, lambda node: node.get("type") == "default", self.definitions, refs)
 
     def _list(self, schema: dict) -> _Node:
         item = self.node(schema["items_schema"]) if "items_schema" in schema else _UNTYPED

@@ -221,15 +221,15 @@ class JailProcess:
         launching = asyncio.get_running_loop().run_in_executor(_LAUNCHER, launch)
         try:
             popen = await _wait_for(asyncio.shield(launching), LAUNCH_TIMEOUT_S)
-        except (asyncio.CancelledError, asyncio.TimeoutError) as exc:
-            # The fork may be under way with our fds: let it finish (killing a child stuck before
-            # its exec), then kill what it started.
-            await _abandon_launch(launching, launcher, stuck=isinstance(exc, asyncio.TimeoutError))
-            if isinstance(exc, asyncio.TimeoutError):
-                raise LaunchStuck(
-                    f"starting bubblewrap did not finish in {LAUNCH_TIMEOUT_S:.0f} s: the forked child "
-                    "never reached exec (it was killed); try again"
-                ) from None
+        except asyncio.TimeoutError:
+            await _abandon_launch(launching, launcher, stuck=True)
+            raise LaunchStuck(
+                f"starting bubblewrap did not finish in {LAUNCH_TIMEOUT_S:.0f} s: the forked child "
+                "never reached exec (it was killed); try again"
+            ) from None
+        except asyncio.CancelledError:
+            # The fork may be under way with our fds: let it finish, then kill what it started.
+            await _abandon_launch(launching, launcher)
             raise
         loop = asyncio.get_running_loop()
         try:
@@ -303,15 +303,18 @@ async def _abandon_launch(launching: asyncio.Future, launcher: list[int], stuck:
     """Wait for a launch nobody wants any more, and kill what it started. A child stuck between
     fork and exec (still our own executable) is killed first (at once when the launch is known
     to be `stuck`): Popen then returns and the launcher thread is free again."""
-    if stuck and launcher:
-        _kill_children_before_exec(launcher[0])
-    for attempt in range(3):
+    def free_the_launcher() -> None:
+        if launcher:
+            _kill_children_before_exec(launcher[0])
+
+    if stuck:
+        free_the_launcher()
+    for wait_s in (2, 2, LAUNCH_TIMEOUT_S):
         try:
-            late = await _wait_for(asyncio.shield(launching), 2 if attempt < 2 else LAUNCH_TIMEOUT_S)
+            late = await _wait_for(asyncio.shield(launching), wait_s)
             break
         except asyncio.TimeoutError:
-            if launcher:
-                _kill_children_before_exec(launcher[0])
+            free_the_launcher()
         except BaseException:  # the launch failed (or we are cancelled again): nothing was started
             return
     else:
@@ -323,7 +326,7 @@ async def _abandon_launch(launching: asyncio.Future, launcher: list[int], stuck:
     await asyncio.to_thread(late.wait)
 
 
-def _kill_children_before_exec(thread_id: int) -> list[int]:
+def _kill_children_before_exec(thread_id: int) -> None:
     """SIGKILL the children forked by one of our threads that have not exec'd yet (they still
     run our own interpreter's executable): a fork stuck in preexec_fn. Jails already started by
     that thread run bwrap and are left alone."""
@@ -331,16 +334,11 @@ def _kill_children_before_exec(thread_id: int) -> list[int]:
         ours = os.readlink("/proc/self/exe")
         children = Path(f"/proc/self/task/{thread_id}/children").read_text().split()
     except OSError:
-        return []
-    killed = []
+        return
     for child in children:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             if os.readlink(f"/proc/{child}/exe") == ours:
                 os.kill(int(child), signal.SIGKILL)
-                killed.append(int(child))
-        except (OSError, ValueError):
-            continue
-    return killed
 
 
 # --- one interpreter process -------------------------------------------------------------------
