@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,9 +76,46 @@ class Cgroup:
     applied: list[str] = field(default_factory=list)
     memory_dir: Path | None = None
     version: int = 0
+    # True when the jail joins after bwrap has started (adopt_tree): cgroup v1 as root, where
+    # root may move any process. Else the launch child joins before it execs bwrap.
+    join_after_start: bool = False
 
     def join_file_paths(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def adopt_tree(self, root_pid: int, depth: int, timeout: float) -> bool:
+        """Move `root_pid` and every process below it into this cgroup, until a process
+        `depth` levels down exists and no process of the tree is left outside.
+
+        Why after the start: on cgroup v1 each join waits for a kernel RCU grace period
+        (~10 ms on an idle host). Joining in the launch child before exec put that wait on the
+        start's critical path; here it runs while bwrap and the interpreter start up. Nothing
+        untrusted runs meanwhile: the driver runs no code before the host's hello, which is
+        sent only once this returns True. The cost: pages the interpreter touched before its
+        move (a few MiB of its start-up; v1 no longer moves charges) stay charged to the
+        host's cgroup; all the code allocates counts against the limit, and RLIMIT_AS caps each
+        process whole. False: the root exited first (bwrap failed; its stderr says why).
+        OSError: a move failed, or the tree did not take shape in `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        moved: set[int] = set()
+        while True:
+            levels = _tree(root_pid, depth)
+            if not levels:
+                return False
+            fresh = [pid for level in levels for pid in level if pid not in moved]
+            for pid in fresh:
+                for path in self.join_file_paths():
+                    try:
+                        _write_or_raise(Path(path), str(pid))
+                    except ProcessLookupError:
+                        break  # gone (a failing bwrap): the next scan tells
+                moved.add(pid)
+            if not fresh and len(levels) > depth:
+                return True
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the jail's processes did not appear within {timeout:.0f} s")
+            if not fresh:
+                time.sleep(0.0005)
 
     def oom_kills(self) -> int:
         """How many processes the kernel killed for exceeding this cgroup's memory."""
@@ -172,6 +210,7 @@ def _create_v1(name: str, max_processes: int, memory_bytes: int) -> Cgroup | Non
                 if controller == "memory":
                     _write(d / "memory.memsw.limit_in_bytes", str(value))
                     cgroup.memory_dir = d
+    cgroup.join_after_start = os.geteuid() == 0
     return cgroup if cgroup.dirs else None
 
 
@@ -191,6 +230,37 @@ def _own_path(controller: str) -> str:
         if (controller == "" and controllers == "") or controller in controllers.split(","):
             return path.lstrip("/")
     return ""
+
+
+def _tree(root_pid: int, depth: int) -> list[list[int]]:
+    """[[root], [its children], ...] down to `depth` levels below the root; [] if it is gone
+    (or a zombie: exited, not reaped yet)."""
+    stat = _read(Path(f"/proc/{root_pid}/stat"))
+    if not stat or stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+        return []
+    levels = [[root_pid]]
+    while len(levels) <= depth:
+        below = [child for pid in levels[-1] for child in _children(pid)]
+        if not below:
+            break
+        levels.append(below)
+    return levels
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        found += [int(p) for p in _read(Path(f"/proc/{pid}/task/{task}/children")).split()]
+    return found
+
+
+def _write_or_raise(path: Path, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
 
 
 def _pids(d: Path) -> list[int]:
@@ -213,6 +283,4 @@ def _write(path: Path, value: str) -> bool:
 
 
 def _sleep_briefly() -> None:
-    import time
-
     time.sleep(0.01)

@@ -20,8 +20,10 @@ import contextlib
 import ctypes
 import functools
 import hmac
+import importlib.util
 import itertools
 import json
+import marshal
 import os
 import platform
 import resource
@@ -64,6 +66,7 @@ BWRAP_MISSING = (
     "(or set TOOLRAIL_SANDBOX=e2b to run code on E2B instead)."
 )
 DRIVER_IN_SANDBOX = "/opt/toolrail/driver.py"
+DRIVER_COMPILED_IN_SANDBOX = DRIVER_IN_SANDBOX + "c"  # the same driver, compiled on the host
 DRIVER_ON_HOST = Path(__file__).with_name("_driver.py")
 READ_CHUNK = 64 * 1024
 START_TIMEOUT_S = 15.0
@@ -574,8 +577,10 @@ class LocalSandbox(Sandbox):
                 asyncio.create_task(_pump_stream(process.stderr, "stderr", queue)),
                 asyncio.create_task(_pump_events(interpreter.events, queue, self._max_frame(), key)),
             ]
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await interpreter.send({"op": "hello", "key": key})
+            # No hello (so no code) before the whole jail is inside its cgroup.
+            if await _joined_after_start(process, cgroup):
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await interpreter.send({"op": "hello", "key": key})
             await self._await_ready(interpreter)
         except BaseException:
             if interpreter.alive:  # cancelled or failed half-way: nothing may outlive us
@@ -592,7 +597,7 @@ class LocalSandbox(Sandbox):
             "/etc/passwd": f"root:x:0:0:root:/:/bin/false\nsandbox:x:{uid}:{uid}:sandbox:{SCRATCH}:/bin/sh\n".encode(),
             "/etc/group": f"root:x:0:\nsandbox:x:{uid}:\n".encode(),
             "/etc/hosts": b"127.0.0.1 localhost sandbox\n::1 localhost\n",
-            DRIVER_IN_SANDBOX: _driver_source(),
+            **dict([_driver_file(self.python)]),
             "seccomp": policy.seccomp_program(),
         }
 
@@ -872,7 +877,8 @@ class LocalSandbox(Sandbox):
             argv += ["--setenv", key, value]
         # session_tag: a public random name on the driver's command line, so this session's
         # processes can be told from other sessions' on the same host (tests, operators).
-        return argv + ["--", str(self.python), "-u", "-I", "-B", DRIVER_IN_SANDBOX, str(event_fd), tag or self.session_tag]
+        driver = _driver_file(self.python)[0]
+        return argv + ["--", str(self.python), "-u", "-I", "-B", driver, str(event_fd), tag or self.session_tag]
 
     def _environment(self) -> dict[str, str]:
         return {
@@ -911,6 +917,23 @@ class LocalSandbox(Sandbox):
             "file_size": "RLIMIT_FSIZE",
             "output": "host-side cap with truncation marker; run stopped past output_stop_factor",
         }
+
+
+# bwrap (host side) -> its pid-1 reaper in the new pid namespace -> the interpreter.
+_JAIL_DEPTH = 2
+
+
+async def _joined_after_start(process: JailProcess, cgroup: Cgroup | None) -> bool:
+    """Move the started jail into its cgroup when that join was left for after the start
+    (Cgroup.adopt_tree). False: bwrap exited before its tree took shape, so no hello is sent
+    and the start fails with bwrap's own message. A failed move kills the jail: it never
+    runs without its limits."""
+    if cgroup is None or not cgroup.join_after_start:
+        return True
+    try:
+        return await asyncio.to_thread(cgroup.adopt_tree, process.pid, _JAIL_DEPTH, START_TIMEOUT_S)
+    except OSError as exc:
+        raise SandboxError(f"could not move the sandbox into its cgroup: {exc}") from None
 
 
 def _prepare_launch(bwrap: str, max_processes: int, memory_bytes: int) -> Cgroup | None:
@@ -983,6 +1006,19 @@ def _driver_source() -> bytes:
     return DRIVER_ON_HOST.read_bytes()
 
 
+@functools.cache
+def _driver_file(python: Path) -> tuple[str, bytes]:
+    """(path in the jail, bytes) of the driver: compiled here once when the jail runs this very
+    interpreter (sandbox_python: our own install, same version), so no start compiles its
+    source again (~2 ms of each cold start); the source otherwise. Python runs a .pyc given
+    on its command line directly."""
+    if python.name != f"python{sys.version_info.major}.{sys.version_info.minor}":
+        return DRIVER_IN_SANDBOX, _driver_source()
+    code = compile(_driver_source(), DRIVER_IN_SANDBOX, "exec", dont_inherit=True, optimize=0)
+    header = importlib.util.MAGIC_NUMBER + struct.pack("<III", 0, 0, 0)  # flags, mtime, size: unchecked
+    return DRIVER_COMPILED_IN_SANDBOX, header + marshal.dumps(code)
+
+
 def _data_fds(files: dict[str, bytes]) -> dict[str, int]:
     """One memfd per file, positioned at its start, for bwrap's --ro-bind-data / --seccomp."""
     fds: dict[str, int] = {}
@@ -1049,7 +1085,7 @@ def _limit_launch(limits: SandboxLimits, cgroup: Cgroup | None, identity: HostId
 
     As root: join the cgroup and set limits while still root, then drop for good to the
     unprivileged host uid/gid (Popen's user= would drop *before* this function runs)."""
-    join_paths = cgroup.join_file_paths() if cgroup else []
+    join_paths = cgroup.join_file_paths() if cgroup and not cgroup.join_after_start else []
     hidden = _hidden_ancestor(prefix, identity) if identity and prefix else None
     nproc = limits.max_processes + 4
     settings = [

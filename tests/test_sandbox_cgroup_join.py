@@ -1,0 +1,128 @@
+"""The jail joins its cgroup while it starts (cgroup v1 as root), and code runs only once the
+whole jail is inside: the join's kernel grace period is off the start's critical path, never
+off the limits. These tests need the root run (CI's first pass): as root this host's cgroups
+are writable, and an unprivileged run has no cgroup to join."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_LIMITS, sandbox_driver_processes
+from toolrail.sandbox import SandboxError, make_sandbox
+from toolrail.sandbox import _cgroup
+
+# The jail's own view of its cgroups: the pids and memory lines of /proc/self/cgroup, and those
+# of the jail's pid 1 (bwrap's reaper), printed by the session's very first cell.
+PROBE = """
+def lines(pid):
+    return [l for l in open(f"/proc/{pid}/cgroup").read().splitlines() if l.split(":")[1] in ("pids", "memory")]
+print(lines("self"))
+print(lines(1))
+"""
+
+
+@pytest.fixture(autouse=True)
+def as_root():
+    if os.geteuid() != 0:
+        pytest.fail("the cgroup join tests run in the root pass: only root can write this host's cgroups")
+
+
+def _host_tree(root_pid: int) -> list[int]:
+    pids, level = [root_pid], [root_pid]
+    while level:
+        level = [c for p in level for t in os.listdir(f"/proc/{p}/task")
+                 for c in map(int, Path(f"/proc/{p}/task/{t}/children").read_text().split())]
+        pids += level
+    return pids
+
+
+async def test_code_runs_only_after_every_jail_process_joined_its_cgroup(monkeypatch):
+    """The join is slowed to a second, far past the interpreter's start: had the hello (and so
+    the first cell) gone out before it finished, the cell would see itself outside."""
+    real_adopt = _cgroup.Cgroup.adopt_tree
+    adopted = []
+
+    def slow_adopt(self, *args, **kwargs):
+        adopted.append(self)
+        time.sleep(1.0)
+        return real_adopt(self, *args, **kwargs)
+
+    monkeypatch.setattr(_cgroup.Cgroup, "adopt_tree", slow_adopt)
+    async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as sb:
+        result = await sb.run_to_end(PROBE)
+        assert result.exit_reason == "ok", result
+        (cgroup,) = adopted
+        assert cgroup.join_after_start and sorted(cgroup.applied) == ["memory", "pids"]
+        name = cgroup.dirs[0].name
+        own, reaper = (eval(line) for line in result.stdout.splitlines())
+        assert len(own) == 2 and all(line.endswith("/" + name) for line in own + reaper), result.stdout
+        jail = _host_tree(sb._interpreter.process.pid)
+        assert len(jail) == 3  # bwrap, its pid-1 reaper, the interpreter
+        for d in cgroup.dirs:
+            assert set(jail) <= set(map(int, (d / "cgroup.procs").read_text().split()))
+
+
+async def test_limits_hold_when_the_jail_joined_after_its_start():
+    """The process and memory caps still stop a fork bomb and a memory bomb."""
+    async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as sb:
+        await sb.start()
+        assert sb._interpreter.cgroup.join_after_start
+        assert sb.mechanisms["processes"] == "cgroup pids.max"
+        bomb = await sb.run_to_end("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
+        assert bomb.exit_reason == "timeout", bomb
+        memory = await sb.run_to_end("hog = []\nwhile True:\n    hog.append(bytearray(32 << 20))")
+        assert memory.exit_reason == "memory", memory
+        assert (await sb.run_to_end("print('alive')")).stdout == "alive\n"
+
+
+async def test_a_failed_cgroup_move_kills_the_jail_and_says_so(monkeypatch):
+    def refuse(path, value):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    import toolrail.sandbox.local as local
+
+    created = []
+    real_create = _cgroup.create_cgroup
+    monkeypatch.setattr(local, "create_cgroup", lambda *args: created.append(real_create(*args)) or created[-1])
+    monkeypatch.setattr(_cgroup, "_write_or_raise", refuse)
+    sb = make_sandbox("local", limits=TEST_LIMITS, pool_size=0)
+    try:
+        with pytest.raises(SandboxError, match="could not move the sandbox into its cgroup: .*Permission denied"):
+            await sb.start()
+    finally:
+        await sb.close()
+    for _ in range(100):
+        if not sandbox_driver_processes(sb):
+            break
+        await asyncio.sleep(0.05)
+    assert sandbox_driver_processes(sb) == []
+    (cgroup,) = created
+    assert cgroup.dirs and not any(d.exists() for d in cgroup.dirs)  # removed with the jail
+
+
+async def test_the_join_before_exec_still_works_where_it_is_used(monkeypatch):
+    """Not root on v1, or cgroup v2: the launch child joins before it execs bwrap, so the
+    cgroup namespace is rooted at the session's cgroup and the jail sees itself at '/'."""
+    real_create = _cgroup.create_cgroup
+
+    def create_joining_before_exec(*args):
+        cgroup = real_create(*args)
+        cgroup.join_after_start = False
+        return cgroup
+
+    import toolrail.sandbox.local as local
+
+    monkeypatch.setattr(local, "create_cgroup", create_joining_before_exec)
+    monkeypatch.setattr(_cgroup.Cgroup, "adopt_tree", lambda *a, **k: pytest.fail("no join after start"))
+    async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as sb:
+        result = await sb.run_to_end(PROBE)
+        own, reaper = (eval(line) for line in result.stdout.splitlines())
+        assert len(own) == 2 and all(line.endswith(":/") for line in own + reaper), result.stdout
+        cgroup = sb._interpreter.cgroup
+        for d in cgroup.dirs:
+            assert set(_host_tree(sb._interpreter.process.pid)) <= set(map(int, (d / "cgroup.procs").read_text().split()))
