@@ -96,14 +96,17 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         groups: dict[str, list[tuple[int, dict]]] = {}
         for key, figures in points.items():
             kind, store, n = key.split("_")
+            kind = "instant async (0 ms: each framework's own cost)" if kind == "instant" else kind
             groups.setdefault(f"{kind} tools, {'in memory' if store == 'memory' else 'SQLite'}", []).append((int(n), figures))
         for label, items in groups.items():
             ratios = " · ".join(f"{n}: {f['toolrail_over_fastest_peer']:.2f} ({'TN' if f['fastest_peer'] == 'toolnode' else 'CA'})" for n, f in items)
-            phases = " · ".join(f"{n}: {f['tool_phase_over_slowest_call']:.2f}" for n, f in items)
-            largest_n, largest = items[-1]
-            detail = (f"N={largest_n}: toolrail {largest['toolrail_run_s'] * 1000:.0f} ms, ToolNode {largest['toolnode_run_s'] * 1000:.0f} ms"
-                      + (f", create_agent {largest['create_agent_run_s'] * 1000:.0f} ms" if "create_agent_run_s" in largest else "")
-                      + f"; tool phase / slowest call by N: {phases}")
+            phases = " · ".join(f"{n}: {f['tool_phase_over_slowest_call']:.2f}" for n, f in items
+                                if f["tool_phase_over_slowest_call"] is not None)
+            shown = items if not phases else items[-1:]  # instant tools: every size's times
+            detail = "; ".join(
+                f"N={n}: toolrail {f['toolrail_run_s'] * 1000:.{1 if not phases else 0}f} ms, ToolNode {f['toolnode_run_s'] * 1000:.{1 if not phases else 0}f} ms"
+                + (f", create_agent {f['create_agent_run_s'] * 1000:.{1 if not phases else 0}f} ms" if "create_agent_run_s" in f else "")
+                for n, f in shown) + (f"; tool phase / slowest call by N: {phases}" if phases else "")
             out.append((f"fan-out, {label}, calls per turn N", "toolrail run / fastest peer's run, by N (TN = ToolNode, CA = create_agent)", ratios, detail))
     if "speculative" in results:
         s = results["speculative"]

@@ -125,7 +125,8 @@ async def _fan_out_point(n_calls: int, seconds: float, sync: bool, store: str, r
             results = state["results"]
             phase.append(max(x["started_at"] + x["duration_s"] for x in results) - min(x["started_at"] for x in results))
     ours = statistics.median(runs["toolrail"])
-    figures = {"repeats": repeats, "toolrail_run_s": ours, "tool_phase_over_slowest_call": statistics.median(phase) / seconds}
+    figures = {"repeats": repeats, "toolrail_run_s": ours,
+               "tool_phase_over_slowest_call": statistics.median(phase) / seconds if seconds else None}
     for peer in peers:
         figures[f"{peer}_run_s"] = statistics.median(runs[peer])
         figures[f"toolrail_over_{peer}"] = statistics.median(a / b for a, b in zip(runs["toolrail"], runs[peer]))
@@ -172,6 +173,10 @@ async def bench_fan_out_sweep(sizes: tuple[int, ...] = SWEEP_SIZES, seconds: flo
 
     Sync tools sleep `sync_seconds` (10 ms): the peers run sync tools on asyncio's default
     executor (min(32, cores + 4) threads), so 1,000 calls of 100 ms would take them ~17 s.
+
+    `instant_memory_N`: async tools that return at once, in memory: each framework's own cost
+    per run, which a 100 ms tool hides at small N (there every ratio is close to 1.0 by
+    arithmetic: 100 ms + a few ms on both sides).
     """
     points = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -181,6 +186,9 @@ async def bench_fan_out_sweep(sizes: tuple[int, ...] = SWEEP_SIZES, seconds: flo
                     reps = _repeats_for(n, repeats) if more_repeats_for_short_runs else repeats
                     key = f"{'sync' if sync else 'async'}_{store}_{n}"
                     points[key] = await _fan_out_point(n, sync_seconds if sync else seconds, sync, store, reps, Path(folder), peers)
+        for n in sizes:
+            reps = _repeats_for(n, repeats) if more_repeats_for_short_runs else repeats
+            points[f"instant_memory_{n}"] = await _fan_out_point(n, 0.0, False, "memory", reps, Path(folder), peers)
     worst = max(points.values(), key=lambda f: f["toolrail_over_fastest_peer"])
     return {
         "points": points,
