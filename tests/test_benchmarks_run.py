@@ -19,7 +19,10 @@ def test_quick_benchmark_run_reports_each_figure_against_its_peer_as_json():
     results = json.loads(done.stdout)
     point = results["fan_out"]["points"]["async_memory_10"]
     assert point["fastest_peer"] in ("toolnode", "create_agent") and point["toolrail_run_s"] > 0
-    assert {"sync_sqlite_1", "async_sqlite_10"} <= set(results["fan_out"]["points"])
+    assert {"sync_sqlite_1", "async_sqlite_10", "instant_memory_10"} <= set(results["fan_out"]["points"])
+    instant = results["fan_out"]["points"]["instant_memory_1"]  # tools that return at once: no tool phase ratio
+    assert instant["tool_phase_over_slowest_call"] is None and instant["toolrail_over_create_agent"] > 0
+    assert any(row[0].startswith("fan-out, instant async") for row in command.rows(results))
     assert results["validation"]["fastest_peer"] in ("fastjsonschema", "jsonschema_rs", "jsonschema")
     assert results["validation"]["pydantic_us"] > 0 and results["streaming"]["chunks_50"] > 50
     # the same reply through the real ChatOpenAI client, in process and over the wire from the local server
