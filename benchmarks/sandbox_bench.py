@@ -10,6 +10,12 @@ pooled:       a NEW session while a warm spare jail is ready (the default: pool 
               session claims it, so this is claim + first run. The pool refills between samples.
 cold:         a NEW session with the pool off (pool_size=0): cgroup, bwrap, interpreter, driver.
 warm:         one more run in an already started session.
+cold, heavy host: `cold` again after this process grew by ~370 MB of Python objects: the launch
+              forks the host process (its preexec sets rlimits, drops the uid, joins a new
+              session keyring), and a fork copies the page tables of all the host holds.
+
+The host's resident size is reported with the figures (`host_rss_mb`, `heavy_host_rss_mb`):
+`python -m benchmarks` runs this in a fresh interpreter, so what ran before does not move it.
 
 Run: python -m benchmarks.sandbox_bench [--runs N] [--backend local]
 
@@ -114,6 +120,13 @@ async def _plain_subprocess() -> float:
     return await _timed_command(_bare_argvs()[0])
 
 
+def _rss_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     return {
         "p50_ms": round(statistics.median(values) * 1000, 2),
@@ -139,7 +152,13 @@ async def measure(runs: int = 20, backend: str | None = "local") -> dict[str, An
     from toolrail.sandbox.pool import close_pools
 
     await close_pools()
-    numbers: dict[str, Any] = {"backend": backend or "default", "runs": runs}
+    rss = _rss_mb()
+    ballast = [[object() for _ in range(16_000)] for _ in range(1_000)]  # ~370 MB of small objects
+    heavy_rss = _rss_mb()
+    heavy = [await _sandbox_cold(backend) for _ in range(max(3, runs // 2))]
+    del ballast
+    numbers: dict[str, Any] = {"backend": backend or "default", "runs": runs, "host_rss_mb": rss,
+                               "heavy_host_rss_mb": heavy_rss, "cold_heavy_host": _summary(heavy)}
     numbers.update({kind: _summary(values) for kind, values in samples.items()})
     numbers["ratios"] = {
         f"{kind}_{q}": round(numbers[kind][q] / numbers["subprocess"][q], 3)
@@ -147,6 +166,7 @@ async def measure(runs: int = 20, backend: str | None = "local") -> dict[str, An
         for q in ("p50_ms", "p95_ms")
     }
     numbers["ratios"]["cold_over_bare_bwrap_p50_ms"] = round(numbers["cold"]["p50_ms"] / numbers["bare_bwrap"]["p50_ms"], 3)
+    numbers["ratios"]["cold_heavy_host_p50_ms"] = round(numbers["cold_heavy_host"]["p50_ms"] / numbers["subprocess"]["p50_ms"], 3)
     return numbers
 
 
@@ -243,13 +263,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", metavar="TREE", help="another checkout to measure side by side")
     parser.add_argument("--baseline-python", metavar="PYTHON", help="the interpreter (venv) for --baseline")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)
     if args.baseline:
         import json
 
         print(json.dumps(compare(args.baseline, args.baseline_python or sys.executable, args.rounds, args.runs), indent=2))
         return
-    render(asyncio.run(measure(args.runs, args.backend)))
+    numbers = asyncio.run(measure(args.runs, args.backend))
+    if args.json:
+        import json
+
+        print(json.dumps(numbers))
+        return
+    render(numbers)
 
 
 if __name__ == "__main__":

@@ -330,3 +330,22 @@ def test_run_python_is_registered_for_the_sandbox_node():
 async def test_run_python_called_directly_uses_a_one_off_sandbox():
     text = await run_python("import os\nprint(os.getuid())\n6 * 7", timeout_s=10)
     assert text == "1000\n42"
+
+
+async def test_the_driver_ships_compiled_for_this_interpreter_and_as_source_for_another(monkeypatch):
+    """Compiled on the host once, so no cold start compiles it again; a jail running another
+    interpreter (another version's magic number) gets the source and still works."""
+    import importlib.util
+    import marshal
+
+    from toolrail.sandbox import local
+
+    path, data = local._driver_file(local.sandbox_python()[1])
+    assert path == local.DRIVER_COMPILED_IN_SANDBOX and data[:4] == importlib.util.MAGIC_NUMBER
+    assert marshal.loads(data[16:]).co_filename == local.DRIVER_IN_SANDBOX  # tracebacks name the driver as before
+    source = (local.DRIVER_IN_SANDBOX, local.DRIVER_ON_HOST.read_bytes())
+    assert local._driver_file(Path("/opt/another/bin/python3")) == source
+    monkeypatch.setattr(local, "_driver_file", lambda python: source)
+    async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as sb:
+        assert (await sb.run_to_end("print('from source')")).stdout == "from source\n"
+        assert local.DRIVER_COMPILED_IN_SANDBOX not in " ".join(map(str, sb._bwrap_argv({"seccomp": 3}, 4)))

@@ -593,11 +593,12 @@ class LocalSandbox(Sandbox):
         """Files copied into the jail (bwrap --ro-bind-data): nothing on the host is needed,
         so the jail user never has to reach our checkout, and nothing is left behind."""
         uid = SANDBOX_UID
+        driver_path, driver = _driver_file(self.python)
         return {
             "/etc/passwd": f"root:x:0:0:root:/:/bin/false\nsandbox:x:{uid}:{uid}:sandbox:{SCRATCH}:/bin/sh\n".encode(),
             "/etc/group": f"root:x:0:\nsandbox:x:{uid}:\n".encode(),
             "/etc/hosts": b"127.0.0.1 localhost sandbox\n::1 localhost\n",
-            **dict([_driver_file(self.python)]),
+            driver_path: driver,
             "seccomp": policy.seccomp_program(),
         }
 
