@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_LIMITS
+from conftest import TEST_LIMITS, sandbox_driver_processes
 from toolrail.sandbox import (
     DoneEvent,
     RunResult,
@@ -212,48 +212,69 @@ async def test_bwrap_that_cannot_start_gives_its_reason(monkeypatch, tmp_path, s
         request_cleanup()
 
 
-@pytest.mark.parametrize("stuck_launches", [1, 2])
-async def test_a_fork_stuck_before_exec_is_killed_and_tried_once_more(monkeypatch, stuck_launches):
-    """A child forked from our threaded process can hang in preexec_fn (a lock another thread
-    held at the fork). It must be killed in bounded time and the start tried once more; a second
-    stuck launch fails the start with a SandboxError. Nothing stuck is left behind, and the
-    launcher thread is free for the next start."""
+async def test_only_the_launcher_thread_takes_on_the_jail_identity():
+    """bwrap starts from a thread that dropped to the jail's host uid by itself (raw syscalls):
+    the rest of the process stays what it was, and the jail runs as the launcher thread does."""
+    import threading
+
     from toolrail.sandbox import local
 
-    real_limit_launch = local._limit_launch
-    pids = Path(tempfile.mkdtemp(prefix="toolrail-test-stuck-"))
-    launches = []
+    before = (os.getresuid(), os.getresgid(), os.getgroups())
+    async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as sb:
+        assert (await sb.run_to_end("print('up')")).stdout == "up\n"
+        bwrap_status = Path(f"/proc/{sb._interpreter.process.pid}/status").read_text()
+        launchers = [t for t in threading.enumerate() if t.name.startswith("toolrail-jail-launcher")]
+        statuses = [Path(f"/proc/self/task/{t.native_id}/status").read_text() for t in launchers]
+    assert (os.getresuid(), os.getresgid(), os.getgroups()) == before  # this thread, and the process, unchanged
+    if os.geteuid() != 0:
+        return  # not root: nothing to drop, the jail runs as this user
+    uid = sb.identity.uid
+    ids = lambda status, key: next(line.split()[1:] for line in status.splitlines() if line.startswith(key + ":"))  # noqa: E731
+    assert ids(bwrap_status, "Uid") == [str(uid)] * 4 and ids(bwrap_status, "Groups") == []
+    assert any(ids(status, "Uid") == [str(uid)] * 4 and ids(status, "Groups") == [] for status in statuses)
+    main_status = Path(f"/proc/self/task/{threading.main_thread().native_id}/status").read_text()
+    assert ids(main_status, "Uid") == ["0"] * 4
+    assert local.JailLauncher.for_identity(sb.identity, sb.python_prefix).ready
 
-    def sometimes_hanging_limit_launch(*args, **kwargs):
-        launches.append(1)
-        if len(launches) > stuck_launches:
-            return real_limit_launch(*args, **kwargs)
 
-        def apply() -> None:
-            (pids / str(os.getpid())).touch()
-            time.sleep(3600)
-        return apply
+async def test_a_launcher_thread_that_is_not_the_jail_identity_starts_nothing(monkeypatch):
+    """Were something to change every thread's credentials (glibc's setuid wrappers do), the
+    launcher would find it before starting a jail, and say so."""
+    from toolrail.sandbox import local
 
-    monkeypatch.setattr(local, "LAUNCH_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(local, "_limit_launch", sometimes_hanging_limit_launch)
+    if os.geteuid() != 0:
+        pytest.fail("this test runs in the root pass: only root drops to a jail identity")
+    monkeypatch.setattr(local.os, "getresuid", lambda: (0, 0, 0))
+    monkeypatch.setattr(local.JailLauncher, "_by_identity", {})  # a fresh launcher thread
     sb = make_sandbox("local", limits=TEST_LIMITS, pool_size=0)
-    started = time.monotonic()
     try:
-        if stuck_launches == 2:
-            with pytest.raises(SandboxError, match="never reached exec"):
-                await sb.start()
-        else:
-            assert (await sb.run_to_end("print('second launch')")).stdout == "second launch\n"
-        assert time.monotonic() - started < 20
+        with pytest.raises(SandboxError, match="launcher thread is not host uid .* no jail is started"):
+            await sb.start()
     finally:
         await sb.close()
-    stuck = [int(p.name) for p in pids.iterdir()]
-    assert len(stuck) == stuck_launches and len(launches) == 2
-    assert not any(Path(f"/proc/{pid}").exists() for pid in stuck), "stuck children were killed and reaped"
+    assert sandbox_driver_processes(sb) == []
 
-    monkeypatch.setattr(local, "_limit_launch", real_limit_launch)
-    async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as fresh:
-        assert (await fresh.run_to_end("print('ok')")).stdout == "ok\n"
+
+async def test_the_driver_sets_every_limit_before_it_takes_code():
+    """Rlimits are per process: the driver sets the host's, soft and hard alike, first thing,
+    and a cell can neither raise them nor escape them in a child."""
+    code = """
+import resource, subprocess, sys
+names = ["RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_CORE", "RLIMIT_NOFILE"]
+print([resource.getrlimit(getattr(resource, n)) for n in names])
+try:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 30, 2 << 30))
+    print("raised")
+except ValueError as e:
+    print("refused")
+print(subprocess.run([sys.executable, "-c", "import resource; print(resource.getrlimit(resource.RLIMIT_AS))"],
+                     capture_output=True, text=True).stdout.strip())
+"""
+    async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as sb:
+        result = await sb.run_to_end(code)
+    limits, raised, child = result.stdout.splitlines()
+    expected = [(v, v) for v in (TEST_LIMITS.memory_bytes, TEST_LIMITS.max_file_bytes, 0, 1024)]
+    assert eval(limits) == expected and raised == "refused" and eval(child) == expected[0], result
 
 
 async def test_a_cancellation_that_arrives_with_a_sandbox_event_is_not_lost():

@@ -1,6 +1,5 @@
-"""The jail joins its cgroup while it starts (cgroup v1 as root), and code runs only once the
-whole jail is inside: the join's kernel grace period is off the start's critical path, never
-off the limits. These tests need the root run (CI's first pass): as root this host's cgroups
+"""The jail joins its cgroup while it starts, and code runs only once the whole jail is inside:
+the join's kernel grace period is off the start's critical path, never off the limits. These tests need the root run (CI's first pass): as root this host's cgroups
 are writable, and an unprivileged run has no cgroup to join."""
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ async def test_code_runs_only_after_every_jail_process_joined_its_cgroup(monkeyp
         result = await sb.run_to_end(PROBE)
         assert result.exit_reason == "ok", result
         (cgroup,) = adopted
-        assert cgroup.join_after_start and sorted(cgroup.applied) == ["memory", "pids"]
+        assert sorted(cgroup.applied) == ["memory", "pids"]
         name = cgroup.dirs[0].name
         own, reaper = (eval(line) for line in result.stdout.splitlines())
         assert len(own) == 2 and all(line.endswith("/" + name) for line in own + reaper), result.stdout
@@ -71,7 +70,6 @@ async def test_limits_hold_when_the_jail_joined_after_its_start():
     """The process and memory caps still stop a fork bomb and a memory bomb."""
     async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as sb:
         await sb.start()
-        assert sb._interpreter.cgroup.join_after_start
         assert sb.mechanisms["processes"] == "cgroup pids.max"
         bomb = await sb.run_to_end("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
         assert bomb.exit_reason == "timeout", bomb
@@ -103,26 +101,3 @@ async def test_a_failed_cgroup_move_kills_the_jail_and_says_so(monkeypatch):
     assert sandbox_driver_processes(sb) == []
     (cgroup,) = created
     assert cgroup.dirs and not any(d.exists() for d in cgroup.dirs)  # removed with the jail
-
-
-async def test_the_join_before_exec_still_works_where_it_is_used(monkeypatch):
-    """Not root on v1, or cgroup v2: the launch child joins before it execs bwrap, so the
-    cgroup namespace is rooted at the session's cgroup and the jail sees itself at '/'."""
-    real_create = _cgroup.create_cgroup
-
-    def create_joining_before_exec(*args):
-        cgroup = real_create(*args)
-        cgroup.join_after_start = False
-        return cgroup
-
-    import toolrail.sandbox.local as local
-
-    monkeypatch.setattr(local, "create_cgroup", create_joining_before_exec)
-    monkeypatch.setattr(_cgroup.Cgroup, "adopt_tree", lambda *a, **k: pytest.fail("no join after start"))
-    async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as sb:
-        result = await sb.run_to_end(PROBE)
-        own, reaper = (eval(line) for line in result.stdout.splitlines())
-        assert len(own) == 2 and all(line.endswith(":/") for line in own + reaper), result.stdout
-        cgroup = sb._interpreter.cgroup
-        for d in cgroup.dirs:
-            assert set(_host_tree(sb._interpreter.process.pid)) <= set(map(int, (d / "cgroup.procs").read_text().split()))

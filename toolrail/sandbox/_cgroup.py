@@ -76,9 +76,6 @@ class Cgroup:
     applied: list[str] = field(default_factory=list)
     memory_dir: Path | None = None
     version: int = 0
-    # True when the jail joins after bwrap has started (adopt_tree): cgroup v1 as root, where
-    # root may move any process. Else the launch child joins before it execs bwrap.
-    join_after_start: bool = False
 
     def join_file_paths(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs]
@@ -87,9 +84,9 @@ class Cgroup:
         """Move `root_pid` and every process below it into this cgroup, until a process
         `depth` levels down exists and no process of the tree is left outside.
 
-        Why after the start: on cgroup v1 each join waits for a kernel RCU grace period
-        (~10 ms on an idle host). Joining in the launch child before exec put that wait on the
-        start's critical path; here it runs while bwrap and the interpreter start up. Nothing
+        Why after the start: bwrap is started with no code of ours between fork and exec (see
+        local.JailLauncher), and on cgroup v1 each join waits for a kernel RCU grace period
+        (~10 ms on an idle host), which here runs while bwrap and the interpreter start up. Nothing
         untrusted runs meanwhile: the driver runs no code before the host's hello, which is
         sent only once this returns True. The cost: pages the interpreter touched before its
         move (a few MiB of its start-up; v1 no longer moves charges) stay charged to the
@@ -210,7 +207,6 @@ def _create_v1(name: str, max_processes: int, memory_bytes: int) -> Cgroup | Non
                 if controller == "memory":
                     _write(d / "memory.memsw.limit_in_bytes", str(value))
                     cgroup.memory_dir = d
-    cgroup.join_after_start = os.geteuid() == 0
     return cgroup if cgroup.dirs else None
 
 

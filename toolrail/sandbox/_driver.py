@@ -330,7 +330,24 @@ def changed_files(before, after, omitted=0):
     return {"files": changed[:MAX_LISTED_FILES], "omitted": omitted + max(0, len(changed) - MAX_LISTED_FILES)}
 
 
+LIMITS = frozenset({"RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_CPU", "RLIMIT_CORE", "RLIMIT_NOFILE", "RLIMIT_NPROC"})
+
+
+def apply_limits(text):
+    """The host's rlimits for this jail, soft and hard alike, set before any code is taken.
+
+    The host starts bwrap with no code of its own between fork and exec (a vfork), so rlimits,
+    which are per process, are set here, by the process every cell and every process a cell
+    starts descends from. Hard limits cannot be raised again in here (that needs
+    CAP_SYS_RESOURCE in the host's user namespace)."""
+    for name, value in json.loads(text).items():
+        if name not in LIMITS or not isinstance(value, int) or value < 0:
+            raise SystemExit(f"driver: bad limit {name!r}={value!r}")
+        resource.setrlimit(getattr(resource, name), (value, value))
+
+
 def main():
+    apply_limits(sys.argv[3])  # first: nothing runs in this jail without its limits
     event_fd = int(sys.argv[1])
     channel = Channel(os.dup(0), os.dup(event_fd))  # dup'ed fds are close-on-exec
     os.close(event_fd)
