@@ -196,7 +196,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"{s['cold_p50_over_subprocess']:.2f} / {s['cold_p95_over_subprocess']:.2f}",
                     f"{s['cold_p50_ms']:.0f} / {s['cold_p95_ms']:.0f} ms vs {s['subprocess_p50_ms']:.0f} / {s['subprocess_p95_ms']:.0f} ms;"
                     f" host process {s['host_rss_mb']:.0f} MB resident"))
-        out.append(("", f"the same from a host process of {s['heavy_host_rss_mb']:.0f} MB (the launch forks it; p50)",
+        out.append(("", f"the same from a host process of {s['heavy_host_rss_mb']:.0f} MB (bwrap is vforked: no copy of it; p50)",
                     f"{s['cold_heavy_host_p50_over_subprocess']:.2f}",
                     f"{s['cold_heavy_host_p50_ms']:.0f} ms vs {s['subprocess_p50_ms']:.0f} ms"))
         out.append(("sandbox: cold start vs bare bwrap (minimal flags) + python (p50)", "sandbox / bare bwrap",

@@ -10,9 +10,10 @@ pooled:       a NEW session while a warm spare jail is ready (the default: pool 
               session claims it, so this is claim + first run. The pool refills between samples.
 cold:         a NEW session with the pool off (pool_size=0): cgroup, bwrap, interpreter, driver.
 warm:         one more run in an already started session.
-cold, heavy host: `cold` again after this process grew by ~370 MB of Python objects: the launch
-              forks the host process (its preexec sets rlimits, drops the uid, joins a new
-              session keyring), and a fork copies the page tables of all the host holds.
+cold, heavy host: `cold` again after this process grew by ~370 MB of Python objects. A launch
+              that forked the host (to run Python before exec) would copy the page tables of
+              all it holds: 58 ms here against 40 ms at 37 MB, when it did. toolrail's launcher
+              thread vforks bwrap, so this row shows the host's size costs nothing.
 
 The host's resident size is reported with the figures (`host_rss_mb`, `heavy_host_rss_mb`):
 `python -m benchmarks` runs this in a fresh interpreter, so what ran before does not move it.

@@ -273,10 +273,8 @@ def _thread_syscall(name: str, *args: Any) -> None:
 class JailProcess:
     """bwrap, started from a worker thread and reaped by us alone.
 
-    Why not asyncio.create_subprocess_exec: it forks on the event-loop thread and waits there
-    until exec, which includes our preexec_fn (rlimits, uid drop and, mostly, the cgroup join:
-    ~10 ms on cgroup v1); a pool refilling in the background would stall every other task that
-    long. And its child watcher reaps in a thread of its own, racing Popen.send_signal's own
+    Why not asyncio.create_subprocess_exec: it starts the process on the event-loop thread,
+    which does not hold the jail's credentials (JailLauncher does). And its child watcher reaps in a thread of its own, racing Popen.send_signal's own
     waitpid: the source of asyncio's "Unknown child process pid ..., will report returncode
     255" warnings. Here Popen runs in a thread, the exit is seen through a pidfd on the loop,
     and only Popen.poll() ever reaps, so the pid stays ours until we have the exit status."""
@@ -1067,8 +1065,6 @@ def _data_fds(files: dict[str, bytes]) -> dict[str, int]:
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-# Looked up here, once: the forked launch child (preexec_fn) then does no symbol lookup of its own.
-_LIBC.unshare, _LIBC.syscall  # noqa: B018
 _CLONE_NEWNS, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x00020000, 4096, 1 << 14, 1 << 18
 _SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "arm64": 219}.get(platform.machine())
 _KEYCTL_JOIN_SESSION_KEYRING = 1
