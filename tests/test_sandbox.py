@@ -231,7 +231,10 @@ async def test_only_the_launcher_thread_takes_on_the_jail_identity():
     uid = sb.identity.uid
     ids = lambda status, key: next(line.split()[1:] for line in status.splitlines() if line.startswith(key + ":"))  # noqa: E731
     assert ids(bwrap_status, "Uid") == [str(uid)] * 4 and ids(bwrap_status, "Groups") == []
-    assert any(ids(status, "Uid") == [str(uid)] * 4 and ids(status, "Groups") == [] for status in statuses)
+    no_capabilities = lambda status: all(int(ids(status, key)[0], 16) == 0 for key in ("CapPrm", "CapEff", "CapAmb"))  # noqa: E731
+    assert no_capabilities(bwrap_status)
+    assert any(ids(status, "Uid") == [str(uid)] * 4 and ids(status, "Groups") == [] and no_capabilities(status)
+               for status in statuses)
     main_status = Path(f"/proc/self/task/{threading.main_thread().native_id}/status").read_text()
     assert ids(main_status, "Uid") == ["0"] * 4
     assert local.JailLauncher.for_identity(sb.identity, sb.python_prefix).ready
