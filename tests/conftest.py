@@ -5,13 +5,14 @@ The sandbox tests need bubblewrap: if it is missing they fail, never skip.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
 from langchain_openai import ChatOpenAI
 
-from toolrail.sandbox import SandboxLimits, make_sandbox
+from toolrail.sandbox import SandboxError, SandboxLimits, make_sandbox
 from toolrail.sandbox.local import DRIVER_IN_SANDBOX
 from toolrail.testing.openai_server import OpenAICompatibleServer
 
@@ -87,6 +88,21 @@ def sandbox_driver_processes(sandbox=None) -> list[int]:
     """Driver processes of `sandbox` (by its session tag), or of any local sandbox on the host
     (other test runs may share this machine: prefer passing the sandbox)."""
     return host_processes_containing(sandbox.session_tag if sandbox is not None else DRIVER_IN_SANDBOX)
+
+
+async def assert_start_refused(sb, match: str) -> None:
+    """`sb.start()` fails with a SandboxError matching `match`, and no process of the jail
+    outlives it (its kill is reaped in the background: allow it a few seconds)."""
+    try:
+        with pytest.raises(SandboxError, match=match):
+            await sb.start()
+    finally:
+        await sb.close()
+    for _ in range(100):
+        if not sandbox_driver_processes(sb):
+            break
+        await asyncio.sleep(0.05)
+    assert sandbox_driver_processes(sb) == []
 
 
 async def assert_still_works(sb) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_LIMITS, sandbox_driver_processes
+from conftest import TEST_LIMITS, assert_start_refused
 from toolrail.sandbox import (
     DoneEvent,
     RunResult,
@@ -249,13 +249,8 @@ async def test_a_launcher_thread_that_is_not_the_jail_identity_starts_nothing(mo
         pytest.fail("this test runs in the root pass: only root drops to a jail identity")
     monkeypatch.setattr(local.os, "getresuid", lambda: (0, 0, 0))
     monkeypatch.setattr(local.JailLauncher, "_by_identity", {})  # a fresh launcher thread
-    sb = make_sandbox("local", limits=TEST_LIMITS, pool_size=0)
-    try:
-        with pytest.raises(SandboxError, match="launcher thread is not host uid .* no jail is started"):
-            await sb.start()
-    finally:
-        await sb.close()
-    assert sandbox_driver_processes(sb) == []
+    await assert_start_refused(make_sandbox("local", limits=TEST_LIMITS, pool_size=0),
+                               "launcher thread is not host uid .* no jail is started")
 
 
 async def test_the_driver_sets_every_limit_before_it_takes_code():

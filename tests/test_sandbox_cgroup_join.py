@@ -4,15 +4,14 @@ are writable, and an unprivileged run has no cgroup to join."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TEST_LIMITS, sandbox_driver_processes
-from toolrail.sandbox import SandboxError, make_sandbox
+from conftest import TEST_LIMITS, assert_start_refused
+from toolrail.sandbox import make_sandbox
 from toolrail.sandbox import _cgroup
 
 # The jail's own view of its cgroups: the pids and memory lines of /proc/self/cgroup, and those
@@ -88,16 +87,7 @@ async def test_a_failed_cgroup_move_kills_the_jail_and_says_so(monkeypatch):
     real_create = _cgroup.create_cgroup
     monkeypatch.setattr(local, "create_cgroup", lambda *args: created.append(real_create(*args)) or created[-1])
     monkeypatch.setattr(_cgroup, "_write_or_raise", refuse)
-    sb = make_sandbox("local", limits=TEST_LIMITS, pool_size=0)
-    try:
-        with pytest.raises(SandboxError, match="could not move the sandbox into its cgroup: .*Permission denied"):
-            await sb.start()
-    finally:
-        await sb.close()
-    for _ in range(100):
-        if not sandbox_driver_processes(sb):
-            break
-        await asyncio.sleep(0.05)
-    assert sandbox_driver_processes(sb) == []
+    await assert_start_refused(make_sandbox("local", limits=TEST_LIMITS, pool_size=0),
+                               "could not move the sandbox into its cgroup: .*Permission denied")
     (cgroup,) = created
     assert cgroup.dirs and not any(d.exists() for d in cgroup.dirs)  # removed with the jail

@@ -19,13 +19,16 @@ PREFIX = "toolrail-sandbox-"
 _swept = False
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (state) on, past the command name; None if the process is gone."""
+    text = _read(Path(f"/proc/{pid}/stat"))
+    return text.rsplit(")", 1)[1].split() if text else None
+
+
 def _start_time(pid: int) -> str | None:
     """A process's start time in clock ticks (field 22 of /proc/PID/stat), or None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()[19]
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None
 
 
 def owner_tag() -> str:
@@ -77,9 +80,6 @@ class Cgroup:
     memory_dir: Path | None = None
     version: int = 0
 
-    def join_file_paths(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self.dirs]
-
     def adopt_tree(self, root_pid: int, depth: int, timeout: float) -> bool:
         """Move `root_pid` and every process below it into this cgroup, until a process
         `depth` levels down exists and no process of the tree is left outside.
@@ -101,9 +101,9 @@ class Cgroup:
                 return False
             fresh = [pid for level in levels for pid in level if pid not in moved]
             for pid in fresh:
-                for path in self.join_file_paths():
+                for d in self.dirs:
                     try:
-                        _write_or_raise(Path(path), str(pid))
+                        _write_or_raise(d / "cgroup.procs", str(pid))
                     except ProcessLookupError:
                         break  # gone (a failing bwrap): the next scan tells
                 moved.add(pid)
@@ -231,8 +231,8 @@ def _own_path(controller: str) -> str:
 def _tree(root_pid: int, depth: int) -> list[list[int]]:
     """[[root], [its children], ...] down to `depth` levels below the root; [] if it is gone
     (or a zombie: exited, not reaped yet)."""
-    stat = _read(Path(f"/proc/{root_pid}/stat"))
-    if not stat or stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+    fields = _stat_fields(root_pid)
+    if not fields or fields[0] in ("Z", "X"):
         return []
     levels = [[root_pid]]
     while len(levels) <= depth:

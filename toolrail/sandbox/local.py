@@ -267,15 +267,16 @@ def _thread_capabilities() -> dict[str, int]:
     return found
 
 
-_SYSCALL_NUMBERS = {
-    "x86_64": {"setgroups": 116, "setresuid": 117, "setresgid": 119},
-    "aarch64": {"setgroups": 159, "setresuid": 147, "setresgid": 149},
-}
+# The raw syscalls the launcher makes itself, for this machine ({} where they are not known).
+_SYSCALLS = {
+    "x86_64": {"setgroups": 116, "setresuid": 117, "setresgid": 119, "keyctl": 250},
+    "aarch64": {"setgroups": 159, "setresuid": 147, "setresgid": 149, "keyctl": 219},
+}.get(platform.machine().replace("arm64", "aarch64"), {})
 
 
 def _thread_syscall(name: str, *args: Any) -> None:
     """A credentials syscall for the calling thread only (glibc's wrappers broadcast to all)."""
-    number = _SYSCALL_NUMBERS.get(platform.machine().replace("arm64", "aarch64"), {}).get(name)
+    number = _SYSCALLS.get(name)
     if number is None:
         raise OSError(errno.ENOSYS, f"{name}: no syscall number known for {platform.machine()}")
     if _LIBC.syscall(number, *args) != 0:
@@ -321,9 +322,7 @@ class JailProcess:
             process = cls(popen, stdin, stdout, stderr)
             process._watch_exit()
         except BaseException:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            await asyncio.to_thread(popen.wait)
+            await _kill_started(popen)
             raise
         return process
 
@@ -385,11 +384,15 @@ async def _abandon_launch(launching: asyncio.Future) -> None:
         late = await asyncio.shield(launching)
     except BaseException:  # the launch failed (or we are cancelled again): nothing was started
         return
+    await _kill_started(late)
+
+
+async def _kill_started(popen: subprocess.Popen) -> None:
+    """SIGKILL a bwrap nobody will use, with its process group (start_new_session: it leads
+    one), and reap it."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(late.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(late.pid, signal.SIGKILL)
-    await asyncio.to_thread(late.wait)
+        os.killpg(popen.pid, signal.SIGKILL)
+    await asyncio.to_thread(popen.wait)
 
 
 # --- one interpreter process -------------------------------------------------------------------
@@ -1079,7 +1082,6 @@ def _data_fds(files: dict[str, bytes]) -> dict[str, int]:
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _CLONE_NEWNS, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x00020000, 4096, 1 << 14, 1 << 18
-_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "arm64": 219}.get(platform.machine())
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 
 
@@ -1117,8 +1119,8 @@ def _expose(prefix: Path, hidden: Path) -> None:
 
 def _join_new_session_keyring() -> None:
     """A fresh anonymous session keyring: nothing of the host's session keyring is reachable."""
-    if _SYS_KEYCTL is not None:
-        _LIBC.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, None)
+    if "keyctl" in _SYSCALLS:
+        _LIBC.syscall(_SYSCALLS["keyctl"], _KEYCTL_JOIN_SESSION_KEYRING, None)
 
 
 def _driver_limits(limits: SandboxLimits, cgroup: Cgroup | None, identity: HostIdentity | None) -> dict[str, int]:
