@@ -359,7 +359,14 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 5, chatopenai: boo
     — model cost, not planner cost. `planner_only_*` times the same planner on the same reply with
     the model's output made once before the timing (the generation chunks pre-built on both sides),
     so the ratio is what toolrail's planner adds for reading the reply streamed; and
-    `model_chunk_construction_ms_N` is what building those chunks costs on its own."""
+    `model_chunk_construction_ms_N` is what building those chunks costs on its own.
+
+    The fastest peer of `planner_only_*` is a loop that only reads the same pre-built chunks
+    (`_bare_read`: each chunk's fragments and the fields a reply is merged from, nothing done
+    with them), timed side by side: `planner_only_floor_over_whole_reply` is the ratio a planner
+    whose own work per chunk cost nothing would have. Pre-built chunks are 6,901 langchain
+    objects read once each, mostly from memory rather than cache (a live stream's chunk is read
+    just after it is made), so that read is most of the streamed side's extra time."""
     from langchain_core.language_models import BaseChatModel
     from langchain_core.outputs import ChatGenerationChunk, ChatResult, ChatGeneration
 
@@ -403,7 +410,7 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 5, chatopenai: boo
         state = {"messages": [HumanMessage(PROMPT)]}
         sides = {"streamed": (streamed_chunks, False), "whole": (whole, False),
                  "planner_only_streamed": (streamed_chunks, True), "planner_only_whole": (whole, True)}
-        timings: dict[str, list[float]] = {name: [] for name in (*sides, "chunk_construction")}
+        timings: dict[str, list[float]] = {name: [] for name in (*sides, "chunk_construction", "bare_read_streamed", "bare_read_whole")}
         for _ in range(repeats):
             for name, (chunks, prebuilt) in sides.items():
                 planner = _planner_only(make_planner(Replay(chunks, prebuilt), demo_tools, Speculation(CallExecutor(), enabled=False),
@@ -413,6 +420,12 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 5, chatopenai: boo
                 update = await planner.ainvoke(state, {"configurable": {"thread_id": "bench"}})
                 timings[name].append(time.perf_counter() - start)
                 assert len(update.get("turn_calls") or []) == size, update.get("failure")
+            for name, chunks in (("bare_read_streamed", streamed_chunks), ("bare_read_whole", whole)):
+                model = Replay(chunks, prebuilt=True)
+                gc.collect()
+                start = time.perf_counter()
+                await _bare_read(model)
+                timings[name].append(time.perf_counter() - start)
             gc.collect()
             start = time.perf_counter()
             built = [ChatGenerationChunk(message=c) for c in streamed_chunks]
@@ -425,17 +438,39 @@ async def bench_streaming(n_calls: int = 1000, repeats: int = 5, chatopenai: boo
         figures[f"planner_only_streamed_ms_{size}"] = best["planner_only_streamed"]
         figures[f"planner_only_whole_reply_ms_{size}"] = best["planner_only_whole"]
         figures[f"model_chunk_construction_ms_{size}"] = best["chunk_construction"]
+        figures[f"bare_read_streamed_ms_{size}"] = best["bare_read_streamed"]
+        figures[f"bare_read_whole_reply_ms_{size}"] = best["bare_read_whole"]
     small, large = n_calls // 10, n_calls
     # with the model's chunk construction in the streamed side's timing (see the docstring)
     figures["streamed_over_whole_reply"] = figures[f"streamed_planner_ms_{large}"] / figures[f"whole_reply_planner_ms_{large}"]
     # the planner alone: the model's output made before the timing on both sides
     figures["planner_only_streamed_over_whole_reply"] = (figures[f"planner_only_streamed_ms_{large}"]
                                                          / figures[f"planner_only_whole_reply_ms_{large}"])
+    # its floor: the whole reply's planner time plus what only reading the streamed chunks adds
+    figures["planner_only_floor_over_whole_reply"] = (
+        (figures[f"planner_only_whole_reply_ms_{large}"] + figures[f"bare_read_streamed_ms_{large}"] - figures[f"bare_read_whole_reply_ms_{large}"])
+        / figures[f"planner_only_whole_reply_ms_{large}"])
+    # what the planner's own work costs per chunk, beyond that read (the streamed side's extra time less the read's)
+    figures["planner_only_own_us_per_chunk"] = 1000 * (
+        (figures[f"planner_only_streamed_ms_{large}"] - figures[f"planner_only_whole_reply_ms_{large}"])
+        - (figures[f"bare_read_streamed_ms_{large}"] - figures[f"bare_read_whole_reply_ms_{large}"])) / (figures[f"chunks_{large}"] - 1)
     # O(N): the cost per call stays flat from N/10 to N calls (1.0 = perfectly linear).
     figures["per_call_growth_10x_calls"] = (figures[f"streamed_planner_ms_{large}"] / large) / (figures[f"streamed_planner_ms_{small}"] / small)
     if chatopenai:
         figures.update({f"chatopenai_{k}": v for k, v in (await bench_streaming_openai(n_calls, repeats)).items() if k != "calls"})
     return {"calls": n_calls, **figures}
+
+
+async def _bare_read(model: Any) -> None:
+    """Reads a model's streamed reply and does nothing with it: per chunk, what any reader of
+    langchain's chunks touches (the message, its fragments' index, id, name and text, and the
+    fields a reply is merged from). The floor under the planner's streamed time."""
+    async for generation in model._astream([]):
+        generation.generation_info
+        message = generation.message
+        for fragment in message.tool_call_chunks:
+            fragment.get("index"), fragment.get("id"), fragment.get("name"), fragment.get("args")
+        message.content, message.usage_metadata, message.id, message.additional_kwargs, message.response_metadata
 
 
 def _openai_reply(n_calls: int) -> Any:

@@ -25,6 +25,8 @@ def test_quick_benchmark_run_reports_each_figure_against_its_peer_as_json():
     assert any(row[0].startswith("fan-out, instant async") for row in command.rows(results))
     assert results["validation"]["fastest_peer"] in ("fastjsonschema", "jsonschema_rs", "jsonschema")
     assert results["validation"]["pydantic_us"] > 0 and results["streaming"]["chunks_50"] > 50
+    # the planner-only streamed figure beside its peer, a loop that only reads the same chunks
+    assert results["streaming"]["bare_read_streamed_ms_50"] > 0 and "planner_only_floor_over_whole_reply" in results["streaming"]
     # the same reply through the real ChatOpenAI client, in process and over the wire from the local server
     assert results["streaming"]["chatopenai_in_process_streamed_cpu_ms"] > 0 and results["streaming"]["chatopenai_wire_whole_reply_ms"] > 0
     assert [results["validation"][s]["bytes"] < results["validation"][t]["bytes"] for s, t in (("small", "medium"), ("medium", "large"))] == [True, True]
