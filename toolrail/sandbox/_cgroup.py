@@ -8,6 +8,7 @@ say so otherwise; the caller reports what was really applied.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -143,10 +144,16 @@ class Cgroup:
                     except ProcessLookupError:
                         pass
                 _sleep_briefly()
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:  # EBUSY: killed tasks listed nowhere yet still let go of it
+                    if exc.errno != errno.EBUSY:
+                        break
+                    _sleep_briefly()
 
 
 def create_cgroup(max_processes: int, memory_bytes: int) -> Cgroup | None:
