@@ -21,7 +21,6 @@ import _thread  # `threading` imports functools, collections, itertools...
 import binascii  # what base64's two calls used (base64 imports re)
 import os
 import resource
-import struct
 import stat
 import sys
 import time
@@ -102,12 +101,12 @@ class Channel:
         return bytes(buf)
 
     def receive(self):
-        (size,) = struct.unpack(">I", self._read_exact(4))
+        size = int.from_bytes(self._read_exact(4), "big")
         return loads(self._read_exact(size))
 
     def send(self, message):
         data = dumps(dict(message, key=self.key)).encode()
-        view = memoryview(struct.pack(">I", len(data)) + data)
+        view = memoryview(len(data).to_bytes(4, "big") + data)
         while view:
             written = os.write(self.event_fd, view)
             view = view[written:]
