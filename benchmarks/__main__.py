@@ -50,6 +50,7 @@ async def _sandbox(quick: bool = False) -> dict[str, Any]:
         f"{kind}_{q}_over_subprocess": flat[f"{kind}_{q}_ms"] / flat[f"subprocess_{q}_ms"]
         for kind in sandbox_bench.KINDS[1:] for q in ("p50", "p95")
     }
+    ratios["cold_p50_over_no_site"] = flat["cold_p50_ms"] / flat["subprocess_no_site_p50_ms"]
     ratios["cold_p50_over_bare_bwrap"] = flat["cold_p50_ms"] / flat["bare_bwrap_p50_ms"]
     ratios["cold_heavy_host_p50_over_subprocess"] = flat["cold_heavy_host_p50_ms"] / flat["subprocess_p50_ms"]
     return {**flat, **ratios}
@@ -199,7 +200,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         out.append(("", f"the same from a host process of {s['heavy_host_rss_mb']:.0f} MB (bwrap is vforked: no copy of it; p50)",
                     f"{s['cold_heavy_host_p50_over_subprocess']:.2f}",
                     f"{s['cold_heavy_host_p50_ms']:.0f} ms vs {s['subprocess_p50_ms']:.0f} ms"))
-        out.append(("sandbox: cold start vs bare bwrap (minimal flags) + python (p50)", "sandbox / bare bwrap",
+        out.append(("sandbox: cold start vs the interpreter without site (the jail's interpreter runs -S; p50)",
+                    "sandbox / bare `python -I -S -c`", f"{s['cold_p50_over_no_site']:.2f}",
+                    f"{s['cold_p50_ms']:.0f} ms vs {s['subprocess_no_site_p50_ms']:.0f} ms (bare `python -I -c` spends"
+                    f" {s['subprocess_p50_ms'] - s['subprocess_no_site_p50_ms']:.0f} ms in site here)"))
+        out.append(("sandbox: cold start vs bare bwrap (minimal flags) + python -S (p50)", "sandbox / bare bwrap",
                     f"{s['cold_p50_over_bare_bwrap']:.2f}", f"{s['cold_p50_ms']:.0f} ms vs {s['bare_bwrap_p50_ms']:.0f} ms"))
         out.append(("sandbox: warm call in a live session (p50 / p95)", "sandbox / bare `python -I -c`",
                     f"{s['warm_p50_over_subprocess']:.3f} / {s['warm_p95_over_subprocess']:.3f}",

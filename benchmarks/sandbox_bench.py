@@ -3,8 +3,13 @@
 All figures are start-to-first-output of `print('ready')`, in rounds that take one sample of
 each kind in turn, so machine noise falls on all of them alike:
 
-bare python:  `python -I -c "print('ready')"` of the interpreter the sandbox runs, as a subprocess.
-bare bwrap:   the same command inside `bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc`
+bare python:  `python -I -c "print('ready')"` of the interpreter the sandbox runs, as a subprocess
+              (issue 14's baseline). It runs `site`: on this project's machine that includes a
+              .pth file of the machine image that imports certifi (~12 ms of every start).
+bare python, no site: `python -I -S -c "print('ready')"`: the floor. The jail's interpreter starts
+              with -S too (the driver puts site-packages on sys.path itself, without running the
+              install's .pth code), so this is the row that shows what the sandbox itself costs.
+bare bwrap:   the no-site command inside `bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc`
               (bubblewrap with minimal flags: namespaces, no policy, no limits, no driver).
 pooled:       a NEW session while a warm spare jail is ready (the default: pool of 1); the
               session claims it, so this is claim + first run. The pool refills between samples.
@@ -40,7 +45,7 @@ from typing import Any
 from toolrail.sandbox import SandboxLimits, StdoutEvent, make_sandbox
 
 CODE = "print('ready')"
-KINDS = ("subprocess", "bare_bwrap", "pooled", "cold", "warm")
+KINDS = ("subprocess", "subprocess_no_site", "bare_bwrap", "pooled", "cold", "warm")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -107,14 +112,15 @@ async def _timed_command(argv: list[str]) -> float:
     return await asyncio.to_thread(run)
 
 
-def _bare_argvs() -> tuple[list[str], list[str]]:
+def _bare_argvs() -> tuple[list[str], list[str], list[str]]:
+    """(bare python, bare python without site, bare bwrap running the latter)."""
     from toolrail.sandbox.local import find_bwrap, sandbox_python
 
     _, python = sandbox_python()
-    bare = [str(python), "-I", "-c", CODE]
+    bare, no_site = [str(python), "-I", "-c", CODE], [str(python), "-I", "-S", "-c", CODE]
     bwrap = [find_bwrap(), "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev",
-             "--proc", "/proc", "--", *bare]
-    return bare, bwrap
+             "--proc", "/proc", "--", *no_site]
+    return bare, no_site, bwrap
 
 
 async def _plain_subprocess() -> float:
@@ -136,14 +142,16 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 async def measure(runs: int = 20, backend: str | None = "local") -> dict[str, Any]:
-    """Latencies in ms per kind ({'subprocess', 'bare_bwrap', 'pooled', 'cold', 'warm'}: p50/p95)
-    and 'ratios': each kind over bare python (`X_p50_ms`), and cold over bare bwrap."""
-    bare, bwrap = _bare_argvs()
+    """Latencies in ms per kind (KINDS: p50/p95)
+    and 'ratios': each kind over bare python (`X_p50_ms`), and cold over bare python without
+    site and over bare bwrap."""
+    bare, no_site, bwrap = _bare_argvs()
     samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
     await _sandbox_cold(backend)  # one-time costs of this process (imports, filter build)
     await _sandbox_pooled(backend)
     for _ in range(runs):
         samples["subprocess"].append(await _timed_command(bare))
+        samples["subprocess_no_site"].append(await _timed_command(no_site))
         samples["bare_bwrap"].append(await _timed_command(bwrap))
         samples["pooled"].append(await _sandbox_pooled(backend))
         samples["cold"].append(await _sandbox_cold(backend))
@@ -166,6 +174,7 @@ async def measure(runs: int = 20, backend: str | None = "local") -> dict[str, An
         for kind in KINDS[1:]
         for q in ("p50_ms", "p95_ms")
     }
+    numbers["ratios"]["cold_over_no_site_p50_ms"] = round(numbers["cold"]["p50_ms"] / numbers["subprocess_no_site"]["p50_ms"], 3)
     numbers["ratios"]["cold_over_bare_bwrap_p50_ms"] = round(numbers["cold"]["p50_ms"] / numbers["bare_bwrap"]["p50_ms"], 3)
     numbers["ratios"]["cold_heavy_host_p50_ms"] = round(numbers["cold_heavy_host"]["p50_ms"] / numbers["subprocess"]["p50_ms"], 3)
     return numbers
@@ -178,7 +187,8 @@ def render(numbers: dict[str, Any]) -> None:
     table = Table(title=f"Sandbox latency ({numbers['backend']}, {numbers['runs']} runs, time to first output)")
     for column in ("", "p50 ms", "p95 ms", "x bare python p50", "x bare python p95"):
         table.add_column(column, justify="right" if column else "left")
-    labels = {"subprocess": "bare `python -I -c`", "bare_bwrap": "bare bwrap (minimal flags) + python",
+    labels = {"subprocess": "bare `python -I -c`", "subprocess_no_site": "bare `python -I -S -c` (no site)",
+              "bare_bwrap": "bare bwrap (minimal flags) + python -S",
               "pooled": "sandbox new session, spare ready (pool on)", "cold": "sandbox new session, pool off",
               "warm": "sandbox call in a live session"}
     for kind in KINDS:

@@ -7,6 +7,7 @@ import csv
 import io
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +49,65 @@ async def test_exception_reports_traceback_and_keeps_session(sandbox):
     assert "return 1 / 0" in result.error.traceback  # source lines, from linecache
     assert "_driver" not in result.error.traceback
     assert (await sandbox.run_to_end("print(value)")).stdout == "7\n"
+
+
+async def test_a_cell_that_formats_its_own_traceback_first_still_sees_every_cells_lines():
+    """The driver imports linecache only when something needs it: a cell that imports traceback
+    before the driver ever did still gets its own and earlier cells' source lines."""
+    async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as sb:
+        await sb.run_to_end("def f():\n    return 1 / 0\n")
+        result = await sb.run_to_end(
+            "import sys\nprint('linecache' in sys.modules)\nimport traceback\ntry:\n    f()\n"
+            "except ZeroDivisionError:\n    traceback.print_exc()")
+        later = await sb.run_to_end("import traceback\ntry:\n    f()\nexcept ZeroDivisionError:\n    traceback.print_exc()")
+    assert result.stdout == "False\n", result  # the late import is what this test exercises
+    for run, cell in ((result, 2), (later, 3)):
+        assert f'File "<cell {cell}>", line' in run.stderr and "    f()" in run.stderr, run
+        assert 'File "<cell 1>", line 2, in f' in run.stderr and "return 1 / 0" in run.stderr, run
+
+
+async def test_files_in_scratch_named_like_the_drivers_late_imports_do_not_replace_them(sandbox):
+    """The driver imports traceback when a cell first fails; scratch is first on sys.path, yet a
+    cell's traceback.py (or a module traceback imports) must not stand in for the real one."""
+    await sandbox.run_to_end(
+        "for name in ('traceback', 'linecache', 'textwrap', 'tokenize', 'collections'):\n"
+        "    open(name + '.py', 'w').write('raise RuntimeError(\"shadowed\")')")
+    result = await sandbox.run_to_end("def g():\n    return {}['k']\ng()")
+    assert result.error is not None and result.error.name == "KeyError"
+    assert "return {}['k']" in result.error.traceback and "shadowed" not in result.error.traceback
+    assert not result.interpreter_lost
+
+
+async def test_a_cell_imports_site_packages_while_the_installs_start_up_hooks_stay_out():
+    """The jail's interpreter starts with -S: site-packages on sys.path (after the standard
+    library, as `site` puts them), exit()/quit()/help() as usual, but none of the modules the
+    install's .pth code or sitecustomize imports at start-up (a machine's CA hook, say)."""
+    import json
+    import subprocess
+
+    from toolrail.sandbox.local import sandbox_python
+
+    python = str(sandbox_python()[1])
+    # what a bare start of the interpreter imports from its site-packages (.pth code) or as sitecustomize
+    probe = ("import json, os, site, sys; dirs = [p for p in site.getsitepackages() if os.path.isdir(p)];"
+             " print(json.dumps({'dirs': dirs, 'hooks': [n for n, m in list(sys.modules.items()) if n in"
+             " ('sitecustomize', 'usercustomize') or (getattr(m, '__file__', None) or '').startswith(tuple(dirs))]}))")
+    bare = json.loads(subprocess.run([python, "-I", "-c", probe], capture_output=True, text=True, check=True).stdout)
+    site_dirs = bare["dirs"]
+    where, package = next((d, name) for d in site_dirs for name in ("pip", "setuptools", *sorted(os.listdir(d)))
+                          if name.isidentifier() and os.path.isfile(os.path.join(d, name, "__init__.py")))
+    async with make_sandbox("local", limits=TEST_LIMITS, pool_size=0) as sb:
+        result = await sb.run_to_end(
+            "import json, sys\nmodules = sorted(sys.modules)\n"
+            f"import {package}\n"
+            "print(json.dumps({'no_site': sys.flags.no_site, 'path': sys.path, 'modules': modules,"
+            f" 'package': {package}.__file__, 'exits': [callable(exit), callable(quit), callable(help)]}}))")
+    jail = json.loads(result.stdout)
+    assert jail["no_site"] == 1 and jail["exits"] == [True, True, True]
+    stdlib = jail["path"].index(os.path.dirname(os.__file__).replace(sys.prefix, sys.base_prefix))
+    assert all(jail["path"].index(d) > stdlib for d in site_dirs), jail["path"]
+    assert jail["package"].startswith(where + "/")
+    assert not set(bare["hooks"]) & set(jail["modules"]), (bare["hooks"], jail["modules"])
 
 
 async def test_syntax_error_and_sys_exit_are_errors_not_crashes(sandbox):

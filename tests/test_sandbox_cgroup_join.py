@@ -91,3 +91,35 @@ async def test_a_failed_cgroup_move_kills_the_jail_and_says_so(monkeypatch):
                                "could not move the sandbox into its cgroup: .*Permission denied")
     (cgroup,) = created
     assert cgroup.dirs and not any(d.exists() for d in cgroup.dirs)  # removed with the jail
+
+
+async def test_a_start_cancelled_while_its_cgroup_is_made_leaves_no_cgroup(monkeypatch):
+    """Finding: a start cancelled while a worker thread made its cgroup (Ctrl-C or SIGTERM during a
+    pool refill) left that cgroup on the host: the thread finished, and nobody removed it."""
+    import asyncio
+
+    from toolrail.sandbox import local
+
+    made, real = [], local._prepare_launch
+
+    def slow(*args):
+        cgroup = real(*args)
+        made.append(cgroup)
+        time.sleep(0.3)  # the cancellation arrives now
+        return cgroup
+
+    monkeypatch.setattr(local, "_prepare_launch", slow)
+    sandbox = make_sandbox("local", limits=TEST_LIMITS, pool_size=0)
+    start = asyncio.ensure_future(sandbox.start())
+    while not made:
+        await asyncio.sleep(0.01)
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    assert made[0] is not None and made[0].dirs and all(d.exists() for d in made[0].dirs)  # still being made
+    for _ in range(100):
+        if not any(d.exists() for d in made[0].dirs):
+            break
+        await asyncio.sleep(0.01)
+    assert not any(d.exists() for d in made[0].dirs), made[0].dirs
+    await sandbox.close()

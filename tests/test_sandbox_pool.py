@@ -274,13 +274,14 @@ def test_cli_refuses_a_bad_pool_size_with_one_line(tmp_path):
     assert done.returncode != 0 and POOL_ENV in done.stderr and "Traceback" not in done.stderr
 
 
-def test_the_sandbox_benchmark_reports_pooled_and_cold_starts_against_bare_python_and_bare_bwrap():
+def test_the_sandbox_benchmark_reports_pooled_and_cold_starts_against_bare_python_with_and_without_site_and_bare_bwrap():
     import json
 
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", "--only", "sandbox"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)["sandbox"]
-    for kind in ("subprocess", "bare_bwrap", "pooled", "cold", "warm"):
+    for kind in ("subprocess", "subprocess_no_site", "bare_bwrap", "pooled", "cold", "warm"):
         assert figures[f"{kind}_p50_ms"] > 0
-    assert {"pooled_p50_over_subprocess", "cold_p50_over_subprocess", "cold_p50_over_bare_bwrap"} <= set(figures)
+    assert {"pooled_p50_over_subprocess", "cold_p50_over_subprocess", "cold_p50_over_no_site",
+            "cold_p50_over_bare_bwrap"} <= set(figures)

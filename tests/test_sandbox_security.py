@@ -250,7 +250,8 @@ print("spawned")
     result = await sandbox.run_to_end(code)
     assert result.stdout == "spawned\n", result
     await assert_still_works(sandbox)
-    assert len(host_processes_containing(marker)) == 1  # it did start, and it outlived its parent
+    # it did start, and it outlived its parent (/proc shows its command line a moment after its exec)
+    assert _wait_for(lambda: len(host_processes_containing(marker)) == 1, 10)
     await sandbox.close()
     assert host_processes_containing(marker) == []
 
@@ -341,7 +342,9 @@ async def test_no_sandbox_process_survives_close():
         started = await sb.run_to_end(f"import subprocess\nsubprocess.Popen(['sleep', {seconds!r}])")
         assert started.exit_reason == "ok", started
         assert sandbox_driver_processes(sb)
-        assert host_processes_containing(f"sleep {seconds}")
+        # Popen returns when the child's exec closes its close-on-exec pipe, a moment before
+        # the kernel has set up the new command line that /proc shows: wait for it
+        assert _wait_for(lambda: host_processes_containing(f"sleep {seconds}"), 10)
     assert sandbox_driver_processes(sb) == []
     assert host_processes_containing(f"sleep {seconds}") == []
 

@@ -8,6 +8,7 @@ say so otherwise; the caller reports what was really applied.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -88,9 +89,9 @@ class Cgroup:
         local.JailLauncher), and on cgroup v1 each join waits for a kernel RCU grace period
         (~10 ms on an idle host), which here runs while bwrap and the interpreter start up. Nothing
         untrusted runs meanwhile: the driver runs no code before the host's hello, which is
-        sent only once this returns True. The cost: pages the interpreter touched before its
-        move (a few MiB of its start-up; v1 no longer moves charges) stay charged to the
-        host's cgroup; all the code allocates counts against the limit, and RLIMIT_AS caps each
+        sent only once this returns True. The cost: pages a jail process touched before its
+        move (bwrap's set-up, the interpreter's first moments; v1 no longer moves charges) stay
+        charged to the host's cgroup; all the code allocates counts against the limit, and RLIMIT_AS caps each
         process whole. False: the root exited first (bwrap failed; its stderr says why).
         OSError: a move failed, or the tree did not take shape in `timeout` seconds."""
         deadline = time.monotonic() + timeout
@@ -143,10 +144,16 @@ class Cgroup:
                     except ProcessLookupError:
                         pass
                 _sleep_briefly()
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:  # EBUSY: killed tasks listed nowhere yet still let go of it
+                    if exc.errno != errno.EBUSY:
+                        break
+                    _sleep_briefly()
 
 
 def create_cgroup(max_processes: int, memory_bytes: int) -> Cgroup | None:

@@ -15,23 +15,64 @@ reported as skipped and never opened (a FIFO or a link to /dev/zero must not han
 """
 
 import _ast  # the C module: `ast` (its Python layer) costs ~1 ms of every cold start
-import base64
-import json
-import linecache
+import _json  # json's C scanner and encoder: `json` itself imports `re` (with enum, functools...)
+import _signal  # `signal` wraps this in enums (imports enum)
+import _thread  # `threading` imports functools, collections, itertools...
+import binascii  # what base64's two calls used (base64 imports re)
 import os
 import resource
-import signal
-import struct
 import stat
 import sys
-import threading
 import time
-import traceback
+from _frozen_importlib_external import PathFinder  # loaded at start-up: `importlib` is not
 from _queue import SimpleQueue  # what queue.Queue would add (~0.7 ms to import) is unused here
+
+# The jail's interpreter starts with -S, so nothing runs before the driver's own code (see main):
+# every import above is paid by every cold start, hence the C modules instead of their wrappers.
+# `traceback` and `linecache` (~7 ms with tokenize and re) are imported when first needed: see
+# describe and LinecacheSeeder.
+
+STANDARD_LIBRARY_PATH = tuple(sys.path)  # -I -S: the standard library only, before site and scratch
 
 SCRATCH = os.environ.get("TOOLRAIL_SCRATCH", "/scratch")
 MAX_LISTED_FILES = 2000  # changed files reported one by one per run; the rest are counted
 MAX_SCANNED_FILES = 100_000  # files looked at in scratch, at most (bounded memory and time)
+
+
+class _StandardJSON:
+    """What `json.JSONDecoder` hands the C scanner: strict standard JSON, no NaN or Infinity."""
+
+    strict, object_hook, object_pairs_hook, parse_float, parse_int = True, None, None, float, int
+
+    @staticmethod
+    def parse_constant(name):
+        raise ValueError(f"{name} is not standard JSON")
+
+
+def _not_json(value):
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_scan_json = _json.make_scanner(_StandardJSON)
+# Like json.dumps(ensure_ascii=True) with compact separators; markers=None: our messages are trees.
+_encode_json = _json.make_encoder(None, _not_json, _json.encode_basestring_ascii, None, ":", ",", False, False, True)
+
+
+def loads(data):
+    """json.loads for one whole JSON text, as bytes or str."""
+    text = (data.decode() if isinstance(data, bytes) else data).strip(" \t\n\r")
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration as exc:
+        raise ValueError(f"not JSON at character {exc.value}") from None
+    if end != len(text):
+        raise ValueError(f"extra data after JSON at character {end}")
+    return value
+
+
+def dumps(value):
+    """json.dumps: the same text json's C encoder makes, without importing json."""
+    return "".join(_encode_json(value, 0))
 
 
 class CpuLimitExceeded(Exception):
@@ -60,12 +101,12 @@ class Channel:
         return bytes(buf)
 
     def receive(self):
-        (size,) = struct.unpack(">I", self._read_exact(4))
-        return json.loads(self._read_exact(size))
+        size = int.from_bytes(self._read_exact(4), "big")
+        return loads(self._read_exact(size))
 
     def send(self, message):
-        data = json.dumps(dict(message, key=self.key)).encode()
-        view = memoryview(struct.pack(">I", len(data)) + data)
+        data = dumps(dict(message, key=self.key)).encode()
+        view = memoryview(len(data).to_bytes(4, "big") + data)
         while view:
             written = os.write(self.event_fd, view)
             view = view[written:]
@@ -78,7 +119,7 @@ class Driver:
         self.commands = SimpleQueue()
         self.busy_cell = None  # id of the running cell, for interrupts
         self.interrupt_reason = None
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
 
     # --- the reader thread: interrupts must get through while a cell runs -------------------
 
@@ -97,14 +138,14 @@ class Driver:
         with self.lock:
             if self.busy_cell is not None and self.busy_cell == message.get("id"):
                 self.interrupt_reason = message.get("reason", "interrupted")
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), _signal.SIGINT)
 
     # --- the main loop -------------------------------------------------------------------------
 
     def serve(self):
         hello = self.channel.receive()
         self.channel.key = str(hello.get("key", ""))
-        threading.Thread(target=self.read_commands, daemon=True).start()
+        _thread.start_new_thread(self.read_commands, ())
         self.channel.send({"type": "ready", "pid": os.getpid()})
         while True:
             try:
@@ -161,7 +202,7 @@ class Driver:
         path = resolve(message["path"])
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
-            f.write(base64.b64decode(message["data"]))
+            f.write(binascii.a2b_base64(message["data"]))
         return {"id": message["id"], "type": "ok"}
 
     def op_read(self, message):
@@ -169,7 +210,7 @@ class Driver:
             data = read_regular_file(message["path"], message.get("max_bytes"))
         except OSError as exc:
             return {"id": message["id"], "type": "error", "message": f"{type(exc).__name__}: {exc}"}
-        return {"id": message["id"], "type": "ok", "data": base64.b64encode(data).decode()}
+        return {"id": message["id"], "type": "ok", "data": binascii.b2a_base64(data, newline=False).decode()}
 
     def op_list(self, message):
         files, skipped, omitted = snapshot_files()
@@ -192,12 +233,18 @@ class Driver:
 CELLS = iter(range(1, 1 << 62))
 
 
+CELL_SOURCES = {}  # linecache's entry for every cell: "<cell N>" -> (size, None, lines, name)
+
+
 def run_cell(code, namespace):
     """Exec the cell; like a REPL, echo the value of a final bare expression."""
     # Each cell gets its own name in linecache, so tracebacks show the source lines, also for
     # functions defined in an earlier cell.
     name = f"<cell {next(CELLS)}>"
-    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    CELL_SOURCES[name] = entry = (len(code), None, code.splitlines(True), name)
+    linecache = sys.modules.get("linecache")
+    if linecache is not None:  # else LinecacheSeeder hands it over when anything imports it
+        linecache.cache[name] = entry
     tree = compile(code, name, "exec", _ast.PyCF_ONLY_AST)  # ast.parse, without importing ast
     last = None
     if tree.body and isinstance(tree.body[-1], _ast.Expr):
@@ -209,15 +256,66 @@ def run_cell(code, namespace):
             print(repr(value))
 
 
+class LinecacheSeeder:
+    """A meta path finder: gives linecache the cells' sources the moment anything imports it.
+
+    The driver does not import linecache at start (~6 ms of every cold start), yet a traceback
+    shows a cell's lines only from linecache's cache, and a cell may format one itself
+    (traceback.print_exc, warnings, logging) before the driver ever needs linecache. It is
+    always loaded from the standard library, never from a cell's file of that name."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name != "linecache":
+            return None
+        spec = PathFinder.find_spec(name, list(STANDARD_LIBRARY_PATH))
+        if spec is not None:
+            spec.loader = _SeedAfterLoading(spec.loader)
+        return spec
+
+
+class _SeedAfterLoading:
+    """linecache's own loader, plus: its new cache starts with every cell's source."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        module.cache.update(CELL_SOURCES)
+
+
+def standard_module(name):
+    """`import name` for the driver's own late imports, from the standard library only: a cell's
+    file in scratch named like the module, or like one it imports, must not stand in for it."""
+    module = sys.modules.get(name)
+    if module is None:
+        saved = sys.path[:]
+        sys.path[:] = STANDARD_LIBRARY_PATH
+        try:
+            module = __import__(name)
+        finally:
+            sys.path[:] = saved
+    return module
+
+
 def describe(exc):
     """The exception as name/value/traceback, without the driver's own frames."""
     try:
         tb = exc.__traceback__
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
             tb = tb.tb_next
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        text = "".join(standard_module("traceback").format_exception(type(exc), exc, tb))
     except MemoryError:
         text = f"{type(exc).__name__}: (traceback lost: out of memory)\n"
+    except Exception as broken:  # a cell replaced or patched the session's `traceback`
+        text = f"{type(exc).__name__}: (traceback lost: formatting it raised {type(broken).__name__})\n"
     return {"name": type(exc).__name__, "value": str(exc), "traceback": text}
 
 
@@ -240,7 +338,7 @@ def kill_other_processes():
     """After an interrupted cell, no stray child (fork bomb, busy loop) may keep running."""
     for _ in range(50):
         try:
-            os.kill(-1, signal.SIGKILL)  # every process we may signal, except us and pid 1
+            os.kill(-1, _signal.SIGKILL)  # every process we may signal, except us and pid 1
         except ProcessLookupError:
             break
         except OSError:
@@ -340,10 +438,27 @@ def apply_limits(text):
     which are per process, are set here, by the process every cell and every process a cell
     starts descends from. Hard limits cannot be raised again in here (that needs
     CAP_SYS_RESOURCE in the host's user namespace)."""
-    for name, value in json.loads(text).items():
+    for name, value in loads(text).items():
         if name not in LIMITS or not isinstance(value, int) or value < 0:
             raise SystemExit(f"driver: bad limit {name!r}={value!r}")
         resource.setrlimit(getattr(resource, name), (value, value))
+
+
+def enable_site_packages():
+    """What `site` gives a cell, without running the host's start-up hooks.
+
+    The jail's interpreter starts with -S. With `site`, every start would run the code lines of
+    the install's .pth files and sitecustomize: host set-up (this machine's image injects a proxy
+    CA through certifi, setuptools adds its distutils shim), meaningless in a jail with no network
+    and ~12-20 ms of every cold start here. The install's site-packages stay importable, after the
+    standard library as with `site`, and exit()/quit()/help() exist as in any interpreter; a .pth
+    file's lines (paths or code) are not applied."""
+    import site  # with -S, importing it runs nothing
+
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
+    sys.path.extend(p for p in site.getsitepackages() if p not in sys.path and os.path.isdir(p))
 
 
 def main():
@@ -354,10 +469,12 @@ def main():
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)  # input() in a cell must not eat our commands
     os.close(null)
-    signal.signal(signal.SIGXCPU, _on_sigxcpu)
+    _signal.signal(_signal.SIGXCPU, _on_sigxcpu)
     os.chdir(SCRATCH)
     sys.argv = [""]
+    enable_site_packages()
     sys.path.insert(0, SCRATCH)
+    sys.meta_path.insert(0, LinecacheSeeder)
     Driver(channel).serve()
 
 

@@ -587,8 +587,7 @@ class LocalSandbox(Sandbox):
         """A new jail, ready for commands. The blocking parts (cgroup setup, bwrap's start, the
         move into the cgroup) run in worker threads, never on the event loop."""
         limits, tag = self.limits, tag or self.session_tag
-        cgroup = await asyncio.to_thread(_prepare_launch, self.bwrap, limits.max_processes + 2,
-                                         limits.memory_bytes + self._tmpfs_bytes())
+        cgroup = await _cgroup_for_launch(self.bwrap, limits.max_processes + 2, limits.memory_bytes + self._tmpfs_bytes())
         self._record_mechanisms(cgroup)
         read_fd, write_fd = os.pipe()
         data_fds = _data_fds(self._jail_files())
@@ -926,7 +925,7 @@ class LocalSandbox(Sandbox):
         # processes can be told from other sessions' on the same host (tests, operators).
         driver = _driver_file(self.python)[0]
         rlimits = json.dumps(_driver_limits(self.limits, cgroup, self.identity), separators=(",", ":"))
-        return argv + ["--", str(self.python), "-u", "-I", "-B", driver, str(event_fd), tag or self.session_tag, rlimits]
+        return argv + ["--", str(self.python), "-u", "-I", "-S", "-B", driver, str(event_fd), tag or self.session_tag, rlimits]
 
     def _environment(self) -> dict[str, str]:
         return {
@@ -981,6 +980,23 @@ async def _joined_after_start(process: JailProcess, cgroup: Cgroup | None) -> bo
         return await asyncio.to_thread(cgroup.adopt_tree, process.pid, _JAIL_DEPTH, START_TIMEOUT_S)
     except OSError as exc:
         raise SandboxError(f"could not move the sandbox into its cgroup: {exc}") from None
+
+
+async def _cgroup_for_launch(bwrap: str, max_processes: int, memory_bytes: int) -> Cgroup | None:
+    """_prepare_launch in a worker thread. A start cancelled meanwhile (a teardown on Ctrl-C
+    or SIGTERM, a pool refill stopped) cannot stop the thread: the cgroup it still makes is
+    removed when it is made, instead of staying behind on the host."""
+    preparing = asyncio.ensure_future(asyncio.to_thread(_prepare_launch, bwrap, max_processes, memory_bytes))
+    try:
+        return await asyncio.shield(preparing)
+    except asyncio.CancelledError:
+        preparing.add_done_callback(_destroy_unused_cgroup)
+        raise
+
+
+def _destroy_unused_cgroup(preparing: asyncio.Future) -> None:
+    if not preparing.cancelled() and preparing.exception() is None and preparing.result() is not None:
+        preparing.result().destroy()  # nothing ever ran in it: removing its directories is all
 
 
 def _prepare_launch(bwrap: str, max_processes: int, memory_bytes: int) -> Cgroup | None:
