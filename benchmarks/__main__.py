@@ -62,7 +62,8 @@ BENCHMARKS = {
                                                       more_repeats_for_short_runs=not quick),
     "speculative": lambda quick: core.bench_speculative(),
     "validation": lambda quick: core.bench_validation(n=200 if quick else 20000),
-    "streaming": lambda quick: core.bench_streaming(n_calls=50 if quick else 1000, repeats=1 if quick else 5),
+    "streaming": lambda quick: core.bench_streaming(n_calls=50 if quick else 1000, repeats=1 if quick else 5,
+                                                    planner_repeats=1 if quick else 15),
     "checkpoints": lambda quick: core.bench_checkpoints(turns=4 if quick else 50, repeats=1 if quick else 3, window=1 if quick else 10),
     "graph_overhead": lambda quick: core.bench_graph_overhead(runs=2 if quick else 20),
     "json_schema_validation": lambda quick: _json_schema_validation(),
@@ -147,6 +148,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             out.append(("", "planner only: streamed / in one chunk, the model's chunks made before the timing",
                         f"{s['planner_only_streamed_over_whole_reply']:.2f}",
                         f"{s[f'planner_only_streamed_ms_{n}']:.0f} ms vs {s[f'planner_only_whole_reply_ms_{n}']:.0f} ms"))
+        if "planner_only_floor_over_whole_reply" in s:
+            out.append(("", "planner only, its floor: a loop that only reads the same chunks / in one chunk",
+                        f"{s['planner_only_floor_over_whole_reply']:.2f}",
+                        f"{s[f'bare_read_streamed_ms_{n}']:.0f} ms to read the {s[f'chunks_{n}']} chunks; the planner's own work "
+                        f"{s['planner_only_own_us_per_chunk']:.2f} µs a chunk"))
         if "chatopenai_in_process_streamed_ms" in s:
             out.append((f"streaming: real `ChatOpenAI`, one reply of {n} calls, in process (SDK, SSE, langchain-openai; no socket)",
                         "streamed / the same reply not streamed (planner CPU time)", f"{s['chatopenai_in_process_streamed_over_whole_reply_cpu']:.2f}",
