@@ -123,10 +123,6 @@ def _bare_argvs() -> tuple[list[str], list[str], list[str]]:
     return bare, no_site, bwrap
 
 
-async def _plain_subprocess() -> float:
-    return await _timed_command(_bare_argvs()[0])
-
-
 def _rss_mb() -> float:
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):

@@ -90,6 +90,17 @@ def sandbox_driver_processes(sandbox=None) -> list[int]:
     return host_processes_containing(sandbox.session_tag if sandbox is not None else DRIVER_IN_SANDBOX)
 
 
+async def eventually(predicate, seconds: float = 5.0) -> bool:
+    """Whether `predicate()` comes true within `seconds`, polled without blocking the event loop
+    (a jail's kill is reaped, a host process shows up, in the background)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
 async def assert_start_refused(sb, match: str) -> None:
     """`sb.start()` fails with a SandboxError matching `match`, and no process of the jail
     outlives it (its kill is reaped in the background: allow it a few seconds)."""
@@ -98,11 +109,7 @@ async def assert_start_refused(sb, match: str) -> None:
             await sb.start()
     finally:
         await sb.close()
-    for _ in range(100):
-        if not sandbox_driver_processes(sb):
-            break
-        await asyncio.sleep(0.05)
-    assert sandbox_driver_processes(sb) == []
+    assert await eventually(lambda: not sandbox_driver_processes(sb)), sandbox_driver_processes(sb)
 
 
 async def assert_still_works(sb) -> None:

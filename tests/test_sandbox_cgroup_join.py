@@ -1,16 +1,18 @@
 """The jail joins its cgroup while it starts, and code runs only once the whole jail is inside:
-the join's kernel grace period is off the start's critical path, never off the limits. These tests need the root run (CI's first pass): as root this host's cgroups
-are writable, and an unprivileged run has no cgroup to join."""
+the join's kernel grace period is off the start's critical path, never off the limits. These
+tests need the root run (CI's first pass): as root this host's cgroups are writable, and an
+unprivileged run has no cgroup to join."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TEST_LIMITS, assert_start_refused
+from conftest import TEST_LIMITS, assert_start_refused, eventually
 from toolrail.sandbox import make_sandbox
 from toolrail.sandbox import _cgroup
 
@@ -96,8 +98,6 @@ async def test_a_failed_cgroup_move_kills_the_jail_and_says_so(monkeypatch):
 async def test_a_start_cancelled_while_its_cgroup_is_made_leaves_no_cgroup(monkeypatch):
     """Finding: a start cancelled while a worker thread made its cgroup (Ctrl-C or SIGTERM during a
     pool refill) left that cgroup on the host: the thread finished, and nobody removed it."""
-    import asyncio
-
     from toolrail.sandbox import local
 
     made, real = [], local._prepare_launch
@@ -117,9 +117,5 @@ async def test_a_start_cancelled_while_its_cgroup_is_made_leaves_no_cgroup(monke
     with pytest.raises(asyncio.CancelledError):
         await start
     assert made[0] is not None and made[0].dirs and all(d.exists() for d in made[0].dirs)  # still being made
-    for _ in range(100):
-        if not any(d.exists() for d in made[0].dirs):
-            break
-        await asyncio.sleep(0.01)
-    assert not any(d.exists() for d in made[0].dirs), made[0].dirs
+    assert await eventually(lambda: not any(d.exists() for d in made[0].dirs)), made[0].dirs
     await sandbox.close()

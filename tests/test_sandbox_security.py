@@ -24,7 +24,7 @@ from pathlib import Path
 import pyseccomp
 import pytest
 
-from conftest import TEST_LIMITS, assert_still_works, host_processes_containing, sandbox_driver_processes
+from conftest import TEST_LIMITS, assert_still_works, eventually, host_processes_containing, sandbox_driver_processes
 from toolrail.sandbox import make_sandbox
 from toolrail.sandbox import policy
 from toolrail.sandbox._cgroup import PREFIX as CGROUP_PREFIX, owner_tag, sweep_leftovers
@@ -251,7 +251,7 @@ print("spawned")
     assert result.stdout == "spawned\n", result
     await assert_still_works(sandbox)
     # it did start, and it outlived its parent (/proc shows its command line a moment after its exec)
-    assert _wait_for(lambda: len(host_processes_containing(marker)) == 1, 10)
+    assert await eventually(lambda: len(host_processes_containing(marker)) == 1, 10)
     await sandbox.close()
     assert host_processes_containing(marker) == []
 
@@ -344,7 +344,7 @@ async def test_no_sandbox_process_survives_close():
         assert sandbox_driver_processes(sb)
         # Popen returns when the child's exec closes its close-on-exec pipe, a moment before
         # the kernel has set up the new command line that /proc shows: wait for it
-        assert _wait_for(lambda: host_processes_containing(f"sleep {seconds}"), 10)
+        assert await eventually(lambda: host_processes_containing(f"sleep {seconds}"), 10)
     assert sandbox_driver_processes(sb) == []
     assert host_processes_containing(f"sleep {seconds}") == []
 
@@ -383,7 +383,7 @@ print(os.getuid(), os.getgid())
 """
     result = await sandbox.run_to_end(code)
     assert result.stdout == "1000 1000\n", result
-    assert _wait_for(lambda: host_processes_containing(marker), 20), "the jail's child never showed up"
+    assert await eventually(lambda: host_processes_containing(marker), 20), "the jail's child never showed up"
     jail = host_processes_containing(marker) + [sandbox._interpreter.process.pid]
     assert len(jail) == 2
     assert {_host_uid_of(pid) for pid in jail} == {_expected_host_uid()}

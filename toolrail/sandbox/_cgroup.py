@@ -91,8 +91,8 @@ class Cgroup:
         untrusted runs meanwhile: the driver runs no code before the host's hello, which is
         sent only once this returns True. The cost: pages a jail process touched before its
         move (bwrap's set-up, the interpreter's first moments; v1 no longer moves charges) stay
-        charged to the host's cgroup; all the code allocates counts against the limit, and RLIMIT_AS caps each
-        process whole. False: the root exited first (bwrap failed; its stderr says why).
+        charged to the host's cgroup; all the code allocates counts against the limit, and
+        RLIMIT_AS caps each process whole. False: the root exited first (bwrap failed; its stderr says why).
         OSError: a move failed, or the tree did not take shape in `timeout` seconds."""
         deadline = time.monotonic() + timeout
         moved: set[int] = set()

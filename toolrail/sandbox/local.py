@@ -288,10 +288,11 @@ class JailProcess:
     """bwrap, started from a worker thread and reaped by us alone.
 
     Why not asyncio.create_subprocess_exec: it starts the process on the event-loop thread,
-    which does not hold the jail's credentials (JailLauncher does). And its child watcher reaps in a thread of its own, racing Popen.send_signal's own
-    waitpid: the source of asyncio's "Unknown child process pid ..., will report returncode
-    255" warnings. Here Popen runs in a thread, the exit is seen through a pidfd on the loop,
-    and only Popen.poll() ever reaps, so the pid stays ours until we have the exit status."""
+    which does not hold the jail's credentials (JailLauncher does). And its child watcher reaps
+    in a thread of its own, racing Popen.send_signal's own waitpid: the source of asyncio's
+    "Unknown child process pid ..., will report returncode 255" warnings. Here Popen runs in a
+    thread, the exit is seen through a pidfd on the loop, and only Popen.poll() ever reaps, so
+    the pid stays ours until we have the exit status."""
 
     def __init__(self, popen: subprocess.Popen, stdin: asyncio.StreamWriter,
                  stdout: asyncio.StreamReader, stderr: asyncio.StreamReader):
@@ -995,8 +996,9 @@ async def _cgroup_for_launch(bwrap: str, max_processes: int, memory_bytes: int) 
 
 
 def _destroy_unused_cgroup(preparing: asyncio.Future) -> None:
-    if not preparing.cancelled() and preparing.exception() is None and preparing.result() is not None:
-        preparing.result().destroy()  # nothing ever ran in it: removing its directories is all
+    cgroup = None if preparing.cancelled() or preparing.exception() else preparing.result()
+    if cgroup is not None:
+        cgroup.destroy()  # nothing ever ran in it: removing its directories is all
 
 
 def _prepare_launch(bwrap: str, max_processes: int, memory_bytes: int) -> Cgroup | None:
